@@ -9,7 +9,11 @@ mod commands;
 mod model_arg;
 
 #[derive(Parser)]
-#[command(name = "woolly-run", version, about = "Run GGUF language models on the CPU")]
+#[command(
+    name = "woolly-run",
+    version,
+    about = "Run GGUF language models on the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

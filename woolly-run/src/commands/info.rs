@@ -46,7 +46,10 @@ fn shortest(v: Option<f32>) -> serde_json::Value {
 
 fn summary(file: &GgufFile) -> anyhow::Result<Vec<Field>> {
     let md = file.metadata();
-    let arch = md.get_str("general.architecture")?.unwrap_or("(none)").to_owned();
+    let arch = md
+        .get_str("general.architecture")?
+        .unwrap_or("(none)")
+        .to_owned();
     let mut fields: Vec<Field> = vec![
         ("name", json!(md.get_str("general.name")?)),
         ("architecture", json!(arch)),
@@ -64,7 +67,10 @@ fn summary(file: &GgufFile) -> anyhow::Result<Vec<Field>> {
     ] {
         fields.push((label, json!(arch_u32(md, &arch, key)?)));
     }
-    fields.push(("rope_freq_base", shortest(md.get_f32(&format!("{arch}.rope.freq_base"))?)));
+    fields.push((
+        "rope_freq_base",
+        shortest(md.get_f32(&format!("{arch}.rope.freq_base"))?),
+    ));
     fields.push((
         "rms_norm_eps",
         shortest(md.get_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))?),
@@ -73,7 +79,10 @@ fn summary(file: &GgufFile) -> anyhow::Result<Vec<Field>> {
     fields.push(("vocab_size", json!(vocab)));
     fields.push(("tokenizer", json!(md.get_str("tokenizer.ggml.model")?)));
     fields.push(("tokenizer_pre", json!(md.get_str("tokenizer.ggml.pre")?)));
-    fields.push(("chat_template", json!(md.get_str("tokenizer.chat_template")?.is_some())));
+    fields.push((
+        "chat_template",
+        json!(md.get_str("tokenizer.chat_template")?.is_some()),
+    ));
     let params: u64 = file.tensors().iter().map(|t| t.n_elements).sum();
     fields.push(("parameters", json!(params)));
     fields.push(("tensor_count", json!(file.tensors().len())));
@@ -142,10 +151,19 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         }
     }
     if args.tensors {
-        println!("\n  {:<36} {:<6} {:<22} {:>12}", "tensor", "type", "dims", "bytes");
+        println!(
+            "\n  {:<36} {:<6} {:<22} {:>12}",
+            "tensor", "type", "dims", "bytes"
+        );
         for t in file.tensors() {
             let dims = format!("{:?}", t.dims);
-            println!("  {:<36} {:<6} {:<22} {:>12}", t.name, t.ty.name(), dims, t.n_bytes);
+            println!(
+                "  {:<36} {:<6} {:<22} {:>12}",
+                t.name,
+                t.ty.name(),
+                dims,
+                t.n_bytes
+            );
         }
     }
     Ok(())
