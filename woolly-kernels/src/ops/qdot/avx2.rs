@@ -1,0 +1,158 @@
+//! AVX2 bodies of the quantized dot products (`override(avx2 = ...)`).
+//!
+//! The integer schemes are ggml's AVX2 ones (`ggml-cpu/arch/x86/quants.c`,
+//! `ggml_vec_dot_q4_K_q8_K` etc.): `maddubs` multiplies unsigned weight quants by signed
+//! activation quants into exact 16-bit pair sums, `madd` by the group scales into 32-bit
+//! sums. Unlike ggml, each block's integer sum is reduced to a scalar and combined with the
+//! reference's `combine_*`, which makes the result bit-identical to the reference.
+
+use std::arch::x86_64::*;
+
+use crate::isa::Avx2Token;
+use crate::quant::{BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8K};
+use crate::reference::quant_dot as r;
+
+use super::scales_mins_k4;
+
+/// Loads 32 bytes from the start of `s`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn load32<T: Copy>(s: &[T]) -> __m256i {
+    assert!(size_of_val(s) >= 32);
+    // SAFETY: the first 32 bytes of `s` are in bounds (checked); loadu needs no alignment.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Sum of the eight i32 lanes (wrapping, as the exact sums fit).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    hsum_i32_128(s)
+}
+
+/// Sum of the four i32 lanes.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum_i32_128(s: __m128i) -> i32 {
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// `sum_g m[g] * (bsums[2g] + bsums[2g + 1])` of a Q4_K block against Q8_K.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> i32 {
+    let bsums = load32(&x.bsums);
+    // Pairwise sums of the 16 bsums: the activation sum of each 32-weight group.
+    let q8s = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    let m = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(*mins)));
+    hsum_i32_128(_mm_madd_epi16(m, q8s))
+}
+
+/// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q4k_q8k(_: Avx2Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let (sc, mins) = scales_mins_k4(&w.scales);
+        let imin = q4k_imin(&mins, x);
+        let mut acc = _mm256_setzero_si256();
+        for j in 0..4 {
+            // Chunk j: 32 bytes = groups 2j (low nibbles) and 2j + 1 (high nibbles).
+            let q4 = load32(&w.qs[32 * j..]);
+            let lo = _mm256_and_si256(q4, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
+            let pl = _mm256_maddubs_epi16(lo, load32(&x.qs[64 * j..]));
+            let ph = _mm256_maddubs_epi16(hi, load32(&x.qs[64 * j + 32..]));
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j])), pl);
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j + 1])), ph);
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
+        }
+        sum += r::combine_q4k(w, x, hsum_i32(acc), imin);
+    }
+    sum
+}
+
+/// The 16-bit scale vector for Q6_K groups `g` (lanes 0..8) and `g + 1` (lanes 8..16).
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn q6k_scales(scales: __m128i, g: usize) -> __m256i {
+    const ONES: i64 = 0x0101_0101_0101_0101;
+    let mask = _mm_set_epi64x((g as i64 + 1) * ONES, g as i64 * ONES);
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, mask))
+}
+
+/// Q6_K . Q8_K, bit-identical to [`r::vec_dot_q6k_q8k`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q6k_q8k(_: Avx2Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let m4 = _mm256_set1_epi8(0xF);
+    let m2 = _mm256_set1_epi8(3);
+    let m32 = _mm256_set1_epi8(32);
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        // SAFETY: `scales` is 16 bytes; loadu needs no alignment.
+        let scales = unsafe { _mm_loadu_si128(w.scales.as_ptr().cast()) };
+        let mut acc = _mm256_setzero_si256();
+        for half in 0..2 {
+            let qh = load32(&w.qh[32 * half..]);
+            let ql0 = load32(&w.ql[64 * half..]);
+            let ql1 = load32(&w.ql[64 * half + 32..]);
+            // The four 32-weight quarters of this half, as 6-bit values.
+            let q = [
+                _mm256_or_si256(
+                    _mm256_and_si256(ql0, m4),
+                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(ql1, m4),
+                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_slli_epi16::<2>(m2))),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                    _mm256_and_si256(qh, _mm256_slli_epi16::<4>(m2)),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_slli_epi16::<6>(m2))),
+                ),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
+                let q8 = load32(&x.qs[128 * half + 32 * k..]);
+                // sum (q - 32) * q8 over pairs = maddubs(q, q8) - maddubs(32, q8), exact.
+                let p = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(q, q8),
+                    _mm256_maddubs_epi16(m32, q8),
+                );
+                let p = _mm256_madd_epi16(q6k_scales(scales, 8 * half + 2 * k), p);
+                acc = _mm256_add_epi32(acc, p);
+            }
+        }
+        sum += r::combine_q6k(w, x, hsum_i32(acc));
+    }
+    sum
+}
+
+/// Q8_0 . Q8_0, bit-identical to [`r::vec_dot_q8_0_q8_0`] for weight quants in
+/// -127..=127 (see the module docs of `ops::qdot`).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q8_0_q8_0(_: Avx2Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let ones = _mm256_set1_epi16(1);
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let a = load32(&w.qs);
+        let b = load32(&x.qs);
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
+        let isum = hsum_i32(_mm256_madd_epi16(p, ones));
+        sum += r::combine_q8_0(w.d, x, isum);
+    }
+    sum
+}

@@ -1,0 +1,91 @@
+//! AVX-512 bodies of the quantized dot products (`override(avx512 = ...)`).
+//!
+//! Q4_K works on 512-bit vectors (two 64-weight chunks per step); Q8_0 uses VNNI's
+//! `vpdpbusd`; Q6_K reuses the AVX2 body for now (compiled here with AVX-512 enabled).
+//! Bit-identical to the references for the same reasons as the AVX2 bodies.
+
+use std::arch::x86_64::*;
+
+use crate::isa::Avx512Token;
+use crate::quant::{BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8K};
+use crate::reference::quant_dot as r;
+
+use super::avx2::{hsum_i32, load32, q4k_imin};
+use super::scales_mins_k4;
+
+/// Loads 64 bytes from the start of `s`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load64<T: Copy>(s: &[T]) -> __m512i {
+    assert!(size_of_val(s) >= 64);
+    // SAFETY: the first 64 bytes of `s` are in bounds (checked); loadu needs no alignment.
+    unsafe { _mm512_loadu_si512(s.as_ptr().cast()) }
+}
+
+/// `[lo, hi]` as one 512-bit vector.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn vec_dot_q4k_q8k(_: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let m4 = _mm512_set1_epi8(0xF);
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let (sc, mins) = scales_mins_k4(&w.scales);
+        let imin = q4k_imin(&mins, x);
+        let scale = |a: u8, b: u8| {
+            join(
+                _mm256_set1_epi16(i16::from(a)),
+                _mm256_set1_epi16(i16::from(b)),
+            )
+        };
+        let mut acc = _mm512_setzero_si512();
+        for j in 0..2 {
+            // Chunks 2j and 2j + 1: low nibbles are groups 4j and 4j + 2, high nibbles
+            // groups 4j + 1 and 4j + 3.
+            let q4 = load64(&w.qs[64 * j..]);
+            let lo = _mm512_and_si512(q4, m4);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(q4), m4);
+            let q8 = &x.qs[128 * j..];
+            let q8l = join(load32(q8), load32(&q8[64..]));
+            let q8h = join(load32(&q8[32..]), load32(&q8[96..]));
+            let pl = _mm512_maddubs_epi16(lo, q8l);
+            let ph = _mm512_maddubs_epi16(hi, q8h);
+            let pl = _mm512_madd_epi16(scale(sc[4 * j], sc[4 * j + 2]), pl);
+            let ph = _mm512_madd_epi16(scale(sc[4 * j + 1], sc[4 * j + 3]), ph);
+            acc = _mm512_add_epi32(acc, _mm512_add_epi32(pl, ph));
+        }
+        sum += r::combine_q4k(w, x, _mm512_reduce_add_epi32(acc), imin);
+    }
+    sum
+}
+
+/// Q6_K . Q8_K: the AVX2 body, compiled with AVX-512 enabled.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn vec_dot_q6k_q8k(t: Avx512Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    super::avx2::vec_dot_q6k_q8k(t.avx2(), w, x)
+}
+
+/// Q8_0 . Q8_0 with VNNI (`vpdpbusd` on 256-bit vectors), bit-identical to
+/// [`r::vec_dot_q8_0_q8_0`] for weight quants in -127..=127.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn vec_dot_q8_0_q8_0(_: Avx512Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let a = load32(&w.qs);
+        let b = load32(&x.qs);
+        let p = _mm256_dpbusd_epi32(
+            _mm256_setzero_si256(),
+            _mm256_abs_epi8(a),
+            _mm256_sign_epi8(b, a),
+        );
+        sum += r::combine_q8_0(w.d, x, hsum_i32(p));
+    }
+    sum
+}

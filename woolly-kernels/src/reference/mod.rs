@@ -1,0 +1,173 @@
+//! Scalar references for the float kernels: the oracles every variant is tested against.
+//!
+//! Written for clarity, like llama2.c's `run.c`: one loop per idea, shapes in comments.
+//! Sums accumulate in f64 so the oracle's own rounding error is far below the tolerance
+//! a kernel is held to. The quantized references live in [`crate::quant`] (block
+//! formats) and [`quant_dot`].
+
+use half::f16;
+
+pub mod quant_dot;
+
+/// `y = x * w / sqrt(mean(x^2) + eps)`.                 shapes: x, w, y: (n,)
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let n = x.len();
+    let ss: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+    let scale = 1.0 / (ss / n as f64 + eps as f64).sqrt();
+    for i in 0..n {
+        y[i] = (x[i] as f64 * scale * w[i] as f64) as f32;
+    }
+}
+
+/// In-place softmax: `x[i] = exp(x[i] - max) / sum_j exp(x[j] - max)`. shapes: x: (n,)
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    for v in x.iter_mut() {
+        *v = (*v as f64 / sum) as f32;
+    }
+}
+
+/// SwiGLU's elementwise half: `out = silu(gate) * up`, `silu(g) = g / (1 + e^-g)`.
+/// shapes: gate, up, out: (n,)
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for i in 0..out.len() {
+        let g = gate[i] as f64;
+        out[i] = (g / (1.0 + (-g).exp()) * up[i] as f64) as f32;
+    }
+}
+
+/// `sum_i a[i] * b[i]`.                                  shapes: a, b: (n,)
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| x as f64 * y as f64)
+        .sum::<f64>() as f32
+}
+
+/// `sum_i a[i] * b[i]` over f16 inputs.                  shapes: a, b: (n,)
+pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.to_f64() * y.to_f64())
+        .sum::<f64>() as f32
+}
+
+/// The rotation angles' cosines and sines for position `pos`, shared by the reference
+/// and every RoPE variant so they rotate by bit-identical angles. Pair `i` (of
+/// `n_rot / 2`) turns by `pos * freq_base^(-2i / n_rot) / freq_factors[i]`
+/// (`freq_factors` empty = all 1; Llama 3's `rope_freqs` tensor otherwise).
+/// shapes: cos, sin: (n_rot / 2,)
+pub fn rope_angles(
+    pos: usize,
+    n_rot: usize,
+    freq_base: f32,
+    freq_factors: &[f32],
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
+    for i in 0..n_rot / 2 {
+        let inv_freq = freq_base.powf(-2.0 * i as f32 / n_rot as f32);
+        let factor = freq_factors.get(i).copied().unwrap_or(1.0);
+        let theta = pos as f32 * inv_freq / factor;
+        cos[i] = theta.cos();
+        sin[i] = theta.sin();
+    }
+}
+
+/// Rotary position embedding of every head of `x`, in place.
+///
+/// The first `n_rot` dimensions of each head are rotated in pairs, the rest are left as
+/// they are. `neox = false` is GGUF's "normal" layout (pairs `(2i, 2i+1)`, LLaMA);
+/// `neox = true` pairs `(i, i + n_rot/2)` (GPT-NeoX, Qwen, ...).
+/// shapes: x: (n_head, head_dim)
+#[expect(
+    clippy::too_many_arguments,
+    reason = "RoPE's parameters are GGUF metadata"
+)]
+pub fn rope(
+    x: &mut [f32],
+    head_dim: usize,
+    pos: usize,
+    n_rot: usize,
+    freq_base: f32,
+    freq_factors: &[f32],
+    neox: bool,
+) {
+    let half = n_rot / 2;
+    let mut cos = vec![0.0; half];
+    let mut sin = vec![0.0; half];
+    rope_angles(pos, n_rot, freq_base, freq_factors, &mut cos, &mut sin);
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos[i] - x1 * sin[i];
+            head[b] = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+/// Attention of one query against a KV cache, grouped-query: query head `h` reads KV
+/// head `h / (n_head / n_kv_head)`. `out[h] = sum_p softmax_p(q[h] . k[p] / sqrt(hd)) v[p]`.
+/// shapes: q, out: (n_head, head_dim); k, v: (n_pos, n_kv_head, head_dim)
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let n_pos = k.len() / (n_kv_head * head_dim);
+    let group = n_head / n_kv_head;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    for h in 0..n_head {
+        let kvh = h / group;
+        let q = &q[h * head_dim..][..head_dim];
+        let at = |p: usize| (p * n_kv_head + kvh) * head_dim;
+        // scores: (n_pos,)
+        let scores: Vec<f64> = (0..n_pos)
+            .map(|p| {
+                let k = &k[at(p)..][..head_dim];
+                q.iter()
+                    .zip(k)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>()
+                    * scale
+            })
+            .collect();
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f64 = weights.iter().sum();
+        for d in 0..head_dim {
+            let acc: f64 = (0..n_pos).map(|p| weights[p] * v[at(p) + d] as f64).sum();
+            out[h * head_dim + d] = (acc / sum) as f32;
+        }
+    }
+}
+
+/// [`attention`] with an f16 KV cache.
+/// shapes: q, out: (n_head, head_dim); k, v: (n_pos, n_kv_head, head_dim)
+pub fn attention_f16(
+    q: &[f32],
+    k: &[f16],
+    v: &[f16],
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let k: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
+    let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+    attention(q, &k, &v, n_head, n_kv_head, head_dim, out);
+}

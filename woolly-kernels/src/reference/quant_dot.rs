@@ -1,0 +1,266 @@
+//! References for the quantized dot products: weights in a ggml block format against
+//! 8-bit activations (Q8_K for the k-quants, Q8_0 or Q8_1 for the legacy formats).
+//!
+//! Each block's dot product is split into **exact integer sums** (`isum`, and for formats
+//! with an offset `imin`) and **one f32 combination** per block, accumulated over blocks
+//! in order. Every ISA variant computes the same integers (they are exact whatever the
+//! summation order) and then calls the same `combine_*` function below in the same block
+//! order, so variants agree with these references **bit for bit**: the tests use
+//! `exact()`. (ggml's own variants differ from each other by f32 rounding because each
+//! keeps its float accumulators in a different shape; Woolly fixes the shape here so
+//! results do not depend on the ISA, the thread count or the batch, see DECISIONS.md.)
+//!
+//! Ported from ggml's `ggml_vec_dot_*_generic` (ggml-cpu/arch-fallback + quants.c,
+//! llama.cpp commit b5b8a0a), reorganized around the exact integer sums.
+
+use crate::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    QK, QK_K, get_scale_min_k4,
+};
+
+/// Combines a Q4_K x Q8_K block: `d8 * (d * isum - dmin * imin)`, rounded as written.
+#[inline(always)]
+pub fn combine_q4k(w: &BlockQ4K, x: &BlockQ8K, isum: i32, imin: i32) -> f32 {
+    let d = x.d * w.d.to_f32();
+    let dmin = x.d * w.dmin.to_f32();
+    d * isum as f32 - dmin * imin as f32
+}
+
+/// Q4_K weights . Q8_K activations.            shapes: w, x: (n_blocks,) of 256 weights
+///
+/// Weight `i` of group `g` (32 weights) is `d * sc[g] * q[i] - dmin * m[g]`, so
+/// `sum w x = d8 * (d * sum_g sc[g] * sum_i q[i] q8[i] - dmin * sum_g m[g] * sum_i q8[i])`.
+pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let (mut isum, mut imin) = (0i32, 0i32);
+        for g in 0..QK_K / 32 {
+            let (sc, m) = get_scale_min_k4(g, &w.scales);
+            // Group g: chunk g / 2 of 32 bytes, low nibbles for even g, high for odd.
+            let bytes = &w.qs[32 * (g / 2)..][..32];
+            let mut dot = 0i32;
+            for (l, &b) in bytes.iter().enumerate() {
+                let q = if g % 2 == 0 { b & 0xF } else { b >> 4 };
+                dot += i32::from(q) * i32::from(x.qs[32 * g + l]);
+            }
+            isum += i32::from(sc) * dot;
+            imin += i32::from(m) * i32::from(x.bsums[2 * g] + x.bsums[2 * g + 1]);
+        }
+        sum += combine_q4k(w, x, isum, imin);
+    }
+    sum
+}
+
+/// Combines a Q6_K x Q8_K block: `(d8 * d) * isum`.
+#[inline(always)]
+pub fn combine_q6k(w: &BlockQ6K, x: &BlockQ8K, isum: i32) -> f32 {
+    (x.d * w.d.to_f32()) * isum as f32
+}
+
+/// The 6-bit quant (0..64) of weight `i` of a Q6_K block.
+#[inline(always)]
+pub fn q6k_quant(w: &BlockQ6K, i: usize) -> u8 {
+    let (half, j) = (i / 128, i % 128);
+    let (quarter, l) = (j / 32, j % 32);
+    let ql = w.ql[64 * half + 32 * (quarter % 2) + l];
+    let low = if quarter < 2 { ql & 0xF } else { ql >> 4 };
+    let high = (w.qh[32 * half + l] >> (2 * quarter)) & 3;
+    low | (high << 4)
+}
+
+/// Q6_K weights . Q8_K activations.            shapes: w, x: (n_blocks,) of 256 weights
+///
+/// Weight `i` of group `g` (16 weights) is `d * sc[g] * (q[i] - 32)`.
+pub fn vec_dot_q6k_q8k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let mut isum = 0i32;
+        for g in 0..QK_K / 16 {
+            let mut dot = 0i32;
+            for i in 16 * g..16 * g + 16 {
+                dot += (i32::from(q6k_quant(w, i)) - 32) * i32::from(x.qs[i]);
+            }
+            isum += i32::from(w.scales[g]) * dot;
+        }
+        sum += combine_q6k(w, x, isum);
+    }
+    sum
+}
+
+/// Combines a block of a format without offset against Q8_0: `(dw * dx) * isum`.
+#[inline(always)]
+pub fn combine_q8_0(dw: half::f16, x: &BlockQ8_0, isum: i32) -> f32 {
+    (dw.to_f32() * x.d.to_f32()) * isum as f32
+}
+
+/// Combines a block of a format with offset `m` against Q8_1:
+/// `(dw * dx) * isum + m * s` where `s = dx * sum(q8)` is stored in the Q8_1 block.
+#[inline(always)]
+pub fn combine_q8_1(dw: half::f16, m: half::f16, x: &BlockQ8_1, isum: i32) -> f32 {
+    (dw.to_f32() * x.d.to_f32()) * isum as f32 + m.to_f32() * x.s.to_f32()
+}
+
+/// The 32 quants of a legacy 4/5-bit block, weight order: byte `j` of `qs` holds weight
+/// `j` (low nibble) and `j + 16` (high); `qh` bit `j` is weight `j`'s fifth bit.
+#[inline(always)]
+fn legacy_quants(qs: &[u8; QK / 2], qh: u32) -> [i32; QK] {
+    std::array::from_fn(|i| {
+        let b = qs[i % 16];
+        let low = if i < 16 { b & 0xF } else { b >> 4 };
+        i32::from(low) | ((((qh >> i) & 1) << 4) as i32)
+    })
+}
+
+/// `sum_i q[i] * q8[i]` for 32 weights.
+#[inline(always)]
+fn idot(q: &[i32; QK], q8: &[i8; QK]) -> i32 {
+    q.iter().zip(q8).map(|(&a, &b)| a * i32::from(b)).sum()
+}
+
+/// Q8_0 weights . Q8_0 activations.            shapes: w, x: (n_blocks,) of 32 weights
+pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let q = w.qs.map(i32::from);
+        sum += combine_q8_0(w.d, x, idot(&q, &x.qs));
+    }
+    sum
+}
+
+/// Q4_0 weights (`d * (q - 8)`) . Q8_0 activations.   shapes: w, x: (n_blocks,)
+pub fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let q = legacy_quants(&w.qs, 0).map(|q| q - 8);
+        sum += combine_q8_0(w.d, x, idot(&q, &x.qs));
+    }
+    sum
+}
+
+/// Q5_0 weights (`d * (q - 16)`) . Q8_0 activations.  shapes: w, x: (n_blocks,)
+pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let q = legacy_quants(&w.qs, u32::from_le_bytes(w.qh)).map(|q| q - 16);
+        sum += combine_q8_0(w.d, x, idot(&q, &x.qs));
+    }
+    sum
+}
+
+/// Q4_1 weights (`d * q + m`) . Q8_1 activations.     shapes: w, x: (n_blocks,)
+pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let q = legacy_quants(&w.qs, 0);
+        sum += combine_q8_1(w.d, w.m, x, idot(&q, &x.qs));
+    }
+    sum
+}
+
+/// Q5_1 weights (`d * q + m`) . Q8_1 activations.     shapes: w, x: (n_blocks,)
+pub fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let q = legacy_quants(&w.qs, u32::from_le_bytes(w.qh));
+        sum += combine_q8_1(w.d, w.m, x, idot(&q, &x.qs));
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{self, Block};
+    use crate::testing::TestRng;
+
+    /// The integer decomposition agrees with dequantize-then-dot in f64 (up to the f32
+    /// rounding of the block combination and the activations' own quantization, which
+    /// both sides share: x is dequantized from the same Q8 blocks).
+    fn check<W: Block, X: Block>(w: &[W], x: &[X], got: f32) {
+        let n = w.len() * W::BLOCK_LEN;
+        let mut wf = vec![0.0; n];
+        let mut xf = vec![0.0; n];
+        for (b, out) in w.iter().zip(wf.chunks_exact_mut(W::BLOCK_LEN)) {
+            b.dequantize(out);
+        }
+        for (b, out) in x.iter().zip(xf.chunks_exact_mut(X::BLOCK_LEN)) {
+            b.dequantize(out);
+        }
+        let want: f64 = wf.iter().zip(&xf).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let scale: f64 = wf
+            .iter()
+            .zip(&xf)
+            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+            .sum();
+        assert!(
+            (got as f64 - want).abs() <= 1e-5 * scale.max(1e-3),
+            "{}: got {got}, want {want}",
+            std::any::type_name::<W>()
+        );
+    }
+
+    #[test]
+    fn decompositions_match_dequantized_dots() {
+        let mut rng = TestRng::new(1);
+        for _ in 0..20 {
+            let xs = rng.f32s(2 * QK_K);
+            let wf = rng.f32s(2 * QK_K);
+            let mut x8k = [BlockQ8K::ZERO; 2];
+            quant::quantize_row_q8k(&xs, &mut x8k);
+            let mut x80 = [BlockQ8_0::ZERO; 16];
+            quant::quantize_row_q8_0(&xs, &mut x80);
+            let mut x81 = [BlockQ8_1::ZERO; 16];
+            quant::quantize_row_q8_1(&xs, &mut x81);
+
+            let mut w = [BlockQ4K::ZERO; 2];
+            quant::quantize_row_q4k(&wf, &mut w);
+            check(&w, &x8k, vec_dot_q4k_q8k(&w, &x8k));
+            let mut w = [BlockQ6K::ZERO; 2];
+            quant::quantize_row_q6k(&wf, &mut w);
+            check(&w, &x8k, vec_dot_q6k_q8k(&w, &x8k));
+            let mut w = [BlockQ8_0::ZERO; 16];
+            quant::quantize_row_q8_0(&wf, &mut w);
+            check(&w, &x80, vec_dot_q8_0_q8_0(&w, &x80));
+            let mut w = [BlockQ4_0::ZERO; 16];
+            quant::quantize_row_q4_0(&wf, &mut w);
+            check(&w, &x80, vec_dot_q4_0_q8_0(&w, &x80));
+            let mut w = [BlockQ5_0::ZERO; 16];
+            quant::quantize_row_q5_0(&wf, &mut w);
+            check(&w, &x80, vec_dot_q5_0_q8_0(&w, &x80));
+        }
+    }
+
+    #[test]
+    fn offset_formats_match_dequantized_dots() {
+        // Q8_1's `s` is rounded to f16, so these hold to that rounding (ggml's bound).
+        let mut rng = TestRng::new(2);
+        for _ in 0..20 {
+            let xs = rng.f32s(QK_K);
+            let wf = rng.f32s(QK_K);
+            let mut x81 = [BlockQ8_1::ZERO; 8];
+            quant::quantize_row_q8_1(&xs, &mut x81);
+            let mut xf = vec![0.0; QK_K];
+            quant::dequantize_row_q8_1(&x81, &mut xf);
+            let mut w = [BlockQ4_1::ZERO; 8];
+            quant::quantize_row_q4_1(&wf, &mut w);
+            let mut wd = vec![0.0; QK_K];
+            quant::dequantize_row_q4_1(&w, &mut wd);
+            let want: f32 = wd.iter().zip(&xf).map(|(a, b)| a * b).sum();
+            let got = vec_dot_q4_1_q8_1(&w, &x81);
+            assert!((got - want).abs() < 0.05, "q4_1: {got} vs {want}");
+            let mut w = [BlockQ5_1::ZERO; 8];
+            quant::quantize_row_q5_1(&wf, &mut w);
+            quant::dequantize_row_q5_1(&w, &mut wd);
+            let want: f32 = wd.iter().zip(&xf).map(|(a, b)| a * b).sum();
+            let got = vec_dot_q5_1_q8_1(&w, &x81);
+            assert!((got - want).abs() < 0.05, "q5_1: {got} vs {want}");
+        }
+    }
+}

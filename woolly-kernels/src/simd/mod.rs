@@ -1,0 +1,168 @@
+//! The SIMD vocabulary: a small trait over f32 lanes that kernels are written against
+//! once, implemented by each ISA's token (one file per ISA).
+//!
+//! Kept deliberately tiny (pulp's and memchr's lesson): splat, load, store, add, mul,
+//! fused multiply-add, max, horizontal sums, f16 loads, plus the two bit tricks
+//! (`round`, `pow2i`) that a vectorized `exp` needs. Everything else, `exp` and `silu`
+//! included, is written once here on top of them.
+//!
+//! Every method is `#[inline(always)]`: a generic kernel body is inlined into the
+//! `#[target_feature]` function the `#[kernel]` macro generates, so the intrinsics end
+//! up compiled with the ISA's features. Called outside such a function they still work
+//! (the token proves the CPU has the features), only slower.
+
+use half::f16;
+
+use crate::isa::Token;
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+
+/// The widest vector any ISA has, in f32 lanes (AVX-512).
+pub const MAX_LANES: usize = 16;
+
+/// Vector operations on f32 lanes. Implemented by the ISA tokens in [`crate::isa`]: owning
+/// a value of the implementing type proves the CPU can run these instructions.
+pub trait Simd: Token {
+    /// Number of f32 lanes in [`Simd::F32`].
+    const LANES: usize;
+    /// A vector of `LANES` f32.
+    type F32: Copy;
+
+    /// Every lane set to `x`.
+    fn splat(self, x: f32) -> Self::F32;
+    /// Loads `s[..LANES]`. Panics if `s` is shorter.
+    fn load(self, s: &[f32]) -> Self::F32;
+    /// Stores into `s[..LANES]`. Panics if `s` is shorter.
+    fn store(self, s: &mut [f32], v: Self::F32);
+    /// Loads `s[..LANES]` f16 values, widened to f32. Panics if `s` is shorter.
+    fn load_f16(self, s: &[f16]) -> Self::F32;
+    /// Lane-wise `a + b`.
+    fn add(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise `a - b`.
+    fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise `a * b`.
+    fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise `a / b`.
+    fn div(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise `a * b + c`, fused where the ISA has FMA.
+    fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32;
+    /// Lane-wise maximum (either operand when one is NaN).
+    fn max(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise minimum (either operand when one is NaN).
+    fn min(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// Lane-wise round to nearest integer (ties to even).
+    fn round(self, a: Self::F32) -> Self::F32;
+    /// Lane-wise `2^n` for integral `n` in `[-126, 127]`, built from the exponent bits.
+    fn pow2i(self, n: Self::F32) -> Self::F32;
+    /// Sum of the lanes (in an ISA-specific order).
+    fn hsum(self, v: Self::F32) -> f32;
+    /// Maximum of the lanes.
+    fn hmax(self, v: Self::F32) -> f32;
+
+    /// A vector of zeros.
+    #[inline(always)]
+    fn zero(self) -> Self::F32 {
+        self.splat(0.0)
+    }
+
+    /// Loads `s` (at most `LANES` values), the other lanes set to `fill`.
+    #[inline(always)]
+    fn load_partial(self, s: &[f32], fill: f32) -> Self::F32 {
+        let mut buf = [fill; MAX_LANES];
+        buf[..s.len()].copy_from_slice(s);
+        self.load(&buf)
+    }
+
+    /// Loads `s` (at most `LANES` f16 values) widened, the other lanes zero.
+    #[inline(always)]
+    fn load_partial_f16(self, s: &[f16]) -> Self::F32 {
+        let mut buf = [f16::ZERO; MAX_LANES];
+        buf[..s.len()].copy_from_slice(s);
+        self.load_f16(&buf)
+    }
+
+    /// Stores the first `s.len()` (at most `LANES`) lanes of `v` into `s`.
+    #[inline(always)]
+    fn store_partial(self, s: &mut [f32], v: Self::F32) {
+        let mut buf = [0.0; MAX_LANES];
+        self.store(&mut buf, v);
+        let n = s.len();
+        s.copy_from_slice(&buf[..n]);
+    }
+
+    /// Lane-wise `e^x`, accurate to a few ulp over the f32 range (Cephes' `expf`
+    /// polynomial after reducing by `ln 2`); underflows to 0 below -87.3 and saturates
+    /// at `e^88.7`.
+    #[inline(always)]
+    fn exp(self, x: Self::F32) -> Self::F32 {
+        let x = self.min(self.max(x, self.splat(-87.336_55)), self.splat(88.722_83));
+        // n = round(x / ln 2); r = x - n ln 2 in two parts for precision.
+        let n = self.round(self.mul(x, self.splat(std::f32::consts::LOG2_E)));
+        let r = self.mul_add(n, self.splat(-0.693_359_4), x);
+        let r = self.mul_add(n, self.splat(2.121_944_4e-4), r);
+        let mut p = self.splat(1.987_569_1e-4);
+        p = self.mul_add(p, r, self.splat(1.398_199_9e-3));
+        p = self.mul_add(p, r, self.splat(8.333_452e-3));
+        p = self.mul_add(p, r, self.splat(4.166_579_6e-2));
+        p = self.mul_add(p, r, self.splat(1.666_666_5e-1));
+        p = self.mul_add(p, r, self.splat(0.5));
+        let r2 = self.mul(r, r);
+        let e = self.add(self.mul_add(p, r2, r), self.splat(1.0));
+        // n reaches 128 only at the very top of the range: split 2^n in two halves.
+        let half = self.round(self.mul(n, self.splat(0.5)));
+        self.mul(self.mul(e, self.pow2i(half)), self.pow2i(self.sub(n, half)))
+    }
+
+    /// Lane-wise `x * sigmoid(x) = x / (1 + e^-x)`.
+    #[inline(always)]
+    fn silu(self, x: Self::F32) -> Self::F32 {
+        let e = self.exp(self.sub(self.zero(), x));
+        self.div(x, self.add(self.splat(1.0), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::for_each_isa;
+
+    fn check<V: Simd>(v: V) {
+        let xs: Vec<f32> = (0..200).map(|i| -87.0 + i as f32 * 0.875).collect();
+        for chunk in xs.chunks(V::LANES) {
+            let e = v.exp(v.load_partial(chunk, 0.0));
+            let mut out = [0.0; MAX_LANES];
+            v.store(&mut out, e);
+            for (x, got) in chunk.iter().zip(out) {
+                let want = (*x as f64).exp();
+                let err = ((got as f64) - want).abs();
+                assert!(
+                    err <= 4.0 * f32::EPSILON as f64 * want || want < 1e-37,
+                    "{} exp({x}) = {got}, want {want}",
+                    V::ISA
+                );
+            }
+        }
+        let s: Vec<f32> = (0..V::LANES).map(|i| i as f32 - 3.0).collect();
+        assert_eq!(v.hsum(v.load(&s)), s.iter().sum::<f32>());
+        assert_eq!(v.hmax(v.load(&s)), (V::LANES as f32) - 4.0);
+        let h: Vec<f16> = s.iter().map(|&x| f16::from_f32(x)).collect();
+        let mut out = vec![0.0; V::LANES];
+        v.store(&mut out, v.load_f16(&h));
+        assert_eq!(out, s);
+    }
+
+    #[test]
+    fn vocabulary_matches_std() {
+        for_each_isa("simd::vocabulary", |isa| {
+            crate::dispatch_isa!(isa, |v| check(v))
+        });
+    }
+}
