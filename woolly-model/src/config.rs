@@ -88,9 +88,15 @@ impl LlamaConfig {
         }
         let key = |k: &str| format!("{arch}.{k}");
         let required = |k: &str| -> Result<usize, ConfigError> {
-            let v = md.get_u32(&key(k))?.ok_or_else(|| ConfigError::Missing(key(k)))?;
+            let v = md
+                .get_u32(&key(k))?
+                .ok_or_else(|| ConfigError::Missing(key(k)))?;
             let v = v as usize;
-            let max = if k == "block_count" { MAX_LAYERS } else { MAX_WIDTH };
+            let max = if k == "block_count" {
+                MAX_LAYERS
+            } else {
+                MAX_WIDTH
+            };
             if v == 0 || v > max {
                 return Err(ConfigError::Invalid {
                     key: key(k),
@@ -131,7 +137,9 @@ impl LlamaConfig {
                 problem: format!("{rope_dim} must be even and in 2..={head_dim} (the head width)"),
             });
         }
-        let rms_eps = md.get_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
+        let rms_eps = md
+            .get_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5);
         if !(rms_eps.is_finite() && rms_eps > 0.0) {
             return Err(ConfigError::Invalid {
                 key: key("attention.layer_norm_rms_epsilon"),
@@ -166,7 +174,9 @@ impl LlamaConfig {
         };
         let n_vocab = match md.get_u32(&key("vocab_size"))? {
             Some(v) => v as usize,
-            None => md.get_array("tokenizer.ggml.tokens")?.map_or(0, |a| a.len()),
+            None => md
+                .get_array("tokenizer.ggml.tokens")?
+                .map_or(0, |a| a.len()),
         };
         Ok(LlamaConfig {
             arch,

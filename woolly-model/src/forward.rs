@@ -36,8 +36,14 @@ pub enum ForwardError {
     #[error(transparent)]
     Cache(#[from] crate::kv_cache::KvCacheError),
     /// A position that leaves a gap or rewrites the middle of a sequence.
-    #[error("sequence {seq}: position {pos} does not follow position {expected_prev} (positions must be contiguous)")]
-    NotContiguous { seq: usize, pos: usize, expected_prev: isize },
+    #[error(
+        "sequence {seq}: position {pos} does not follow position {expected_prev} (positions must be contiguous)"
+    )]
+    NotContiguous {
+        seq: usize,
+        pos: usize,
+        expected_prev: isize,
+    },
     /// An empty batch, or one larger than the scratch space.
     #[error("batch of {n} tokens: expected 1..={max}")]
     BatchSize { n: usize, max: usize },
@@ -130,7 +136,13 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
 /// The cos/sin table of one position, computed as ggml does (the angle multiplied by
 /// `base^(-2/rope_dim)` step by step in f32, `ggml-cpu/ops.cpp` `rope_cache_init`), so
 /// the rounding matches llama.cpp's.
-fn rope_table(cfg: &LlamaConfig, pos: usize, freq_factors: Option<&[f32]>, cos: &mut [f32], sin: &mut [f32]) {
+fn rope_table(
+    cfg: &LlamaConfig,
+    pos: usize,
+    freq_factors: Option<&[f32]>,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
     let theta_scale = cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32);
     let freq_scale = match cfg.rope_scaling {
         RopeScaling::None => 1.0,
@@ -162,7 +174,15 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
 ///
 /// With an f16 cache, the query and the softmax weights are rounded to f16 before they
 /// meet the f16 keys and values, as ggml's f16 matrix products round their f32 operand.
-fn attention(cfg: &LlamaConfig, q: &[f32], kv: &KvView<'_>, n_pos: usize, scores: &mut [f32], qbuf: &mut [f32], out: &mut [f32]) {
+fn attention(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    kv: &KvView<'_>,
+    n_pos: usize,
+    scores: &mut [f32],
+    qbuf: &mut [f32],
+    out: &mut [f32],
+) {
     let (hd, kv_dim) = (cfg.head_dim, cfg.kv_dim());
     let group = cfg.n_head / cfg.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -178,7 +198,11 @@ fn attention(cfg: &LlamaConfig, q: &[f32], kv: &KvView<'_>, n_pos: usize, scores
             let at = p * kv_dim + kvh * hd;
             let dot = match kv {
                 KvView::F32 { k, .. } => dot(qh, &k[at..at + hd]),
-                KvView::F16 { k, .. } => qh.iter().zip(&k[at..at + hd]).map(|(&a, &b)| a * b.to_f32()).sum(),
+                KvView::F16 { k, .. } => qh
+                    .iter()
+                    .zip(&k[at..at + hd])
+                    .map(|(&a, &b)| a * b.to_f32())
+                    .sum(),
             };
             *s = dot * scale;
         }
@@ -216,15 +240,26 @@ fn silu(x: f32) -> f32 {
 }
 
 /// Checks the batch against the cache before anything changes.
-fn validate(model: &Model, batch: &[BatchToken], kv: &KvCache, max: usize) -> Result<(), ForwardError> {
+fn validate(
+    model: &Model,
+    batch: &[BatchToken],
+    kv: &KvCache,
+    max: usize,
+) -> Result<(), ForwardError> {
     if batch.is_empty() || batch.len() > max {
-        return Err(ForwardError::BatchSize { n: batch.len(), max });
+        return Err(ForwardError::BatchSize {
+            n: batch.len(),
+            max,
+        });
     }
     let n_vocab = model.config().n_vocab;
     let mut next: Vec<(usize, usize)> = Vec::new(); // (seq, next position) seen so far
     for t in batch {
         if t.token as usize >= n_vocab {
-            return Err(ForwardError::BadToken { token: t.token, n_vocab });
+            return Err(ForwardError::BadToken {
+                token: t.token,
+                n_vocab,
+            });
         }
         kv.check(t.seq, t.pos, 1)?;
         let expected = match next.iter_mut().find(|(s, _)| *s == t.seq) {
@@ -250,7 +285,12 @@ fn validate(model: &Model, batch: &[BatchToken], kv: &KvCache, max: usize) -> Re
 
 /// Evaluates `batch`, writing its keys and values into `kv` and the requested logits
 /// into `scratch`.
-pub fn forward(model: &Model, batch: &[BatchToken], kv: &mut KvCache, s: &mut Scratch) -> Result<(), ForwardError> {
+pub fn forward(
+    model: &Model,
+    batch: &[BatchToken],
+    kv: &mut KvCache,
+    s: &mut Scratch,
+) -> Result<(), ForwardError> {
     validate(model, batch, kv, s.max_batch)?;
     let cfg = model.config();
     let w = model.weights();
@@ -273,34 +313,120 @@ pub fn forward(model: &Model, batch: &[BatchToken], kv: &mut KvCache, s: &mut Sc
 
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention block.
-        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], &norms.attn[l], cfg.rms_eps);
-        matmul(&lw.wq, data(&lw.wq), &s.xb[..n * d], n, &mut s.q[..n * d], &mut s.lin);
-        matmul(&lw.wk, data(&lw.wk), &s.xb[..n * d], n, &mut s.k[..n * kv_dim], &mut s.lin);
-        matmul(&lw.wv, data(&lw.wv), &s.xb[..n * d], n, &mut s.v[..n * kv_dim], &mut s.lin);
+        rmsnorm(
+            &mut s.xb[..n * d],
+            &s.x[..n * d],
+            &norms.attn[l],
+            cfg.rms_eps,
+        );
+        matmul(
+            &lw.wq,
+            data(&lw.wq),
+            &s.xb[..n * d],
+            n,
+            &mut s.q[..n * d],
+            &mut s.lin,
+        );
+        matmul(
+            &lw.wk,
+            data(&lw.wk),
+            &s.xb[..n * d],
+            n,
+            &mut s.k[..n * kv_dim],
+            &mut s.lin,
+        );
+        matmul(
+            &lw.wv,
+            data(&lw.wv),
+            &s.xb[..n * d],
+            n,
+            &mut s.v[..n * kv_dim],
+            &mut s.lin,
+        );
         for (i, t) in batch.iter().enumerate() {
-            rope_table(cfg, t.pos, norms.rope_freqs.as_deref(), &mut s.rope_cos, &mut s.rope_sin);
-            rope(&mut s.q[i * d..(i + 1) * d], cfg.head_dim, &s.rope_cos, &s.rope_sin);
-            rope(&mut s.k[i * kv_dim..(i + 1) * kv_dim], cfg.head_dim, &s.rope_cos, &s.rope_sin);
-            let (k, v) = (&s.k[i * kv_dim..(i + 1) * kv_dim], &s.v[i * kv_dim..(i + 1) * kv_dim]);
+            rope_table(
+                cfg,
+                t.pos,
+                norms.rope_freqs.as_deref(),
+                &mut s.rope_cos,
+                &mut s.rope_sin,
+            );
+            rope(
+                &mut s.q[i * d..(i + 1) * d],
+                cfg.head_dim,
+                &s.rope_cos,
+                &s.rope_sin,
+            );
+            rope(
+                &mut s.k[i * kv_dim..(i + 1) * kv_dim],
+                cfg.head_dim,
+                &s.rope_cos,
+                &s.rope_sin,
+            );
+            let (k, v) = (
+                &s.k[i * kv_dim..(i + 1) * kv_dim],
+                &s.v[i * kv_dim..(i + 1) * kv_dim],
+            );
             kv.write(l, t.seq, t.pos, k, v);
         }
         for (i, t) in batch.iter().enumerate() {
             let view = kv.view(l, t.seq, t.pos + 1);
-            attention(cfg, &s.q[i * d..(i + 1) * d], &view, t.pos + 1, &mut s.scores, &mut s.qbuf, &mut s.xb[i * d..(i + 1) * d]);
+            attention(
+                cfg,
+                &s.q[i * d..(i + 1) * d],
+                &view,
+                t.pos + 1,
+                &mut s.scores,
+                &mut s.qbuf,
+                &mut s.xb[i * d..(i + 1) * d],
+            );
         }
-        matmul(&lw.wo, data(&lw.wo), &s.xb[..n * d], n, &mut s.xb2[..n * d], &mut s.lin);
+        matmul(
+            &lw.wo,
+            data(&lw.wo),
+            &s.xb[..n * d],
+            n,
+            &mut s.xb2[..n * d],
+            &mut s.lin,
+        );
         for (x, o) in s.x[..n * d].iter_mut().zip(&s.xb2[..n * d]) {
             *x += o;
         }
 
         // Feed-forward block: SwiGLU.
-        rmsnorm(&mut s.xb[..n * d], &s.x[..n * d], &norms.ffn[l], cfg.rms_eps);
-        matmul(&lw.w_gate, data(&lw.w_gate), &s.xb[..n * d], n, &mut s.gate[..n * ff], &mut s.lin);
-        matmul(&lw.w_up, data(&lw.w_up), &s.xb[..n * d], n, &mut s.up[..n * ff], &mut s.lin);
+        rmsnorm(
+            &mut s.xb[..n * d],
+            &s.x[..n * d],
+            &norms.ffn[l],
+            cfg.rms_eps,
+        );
+        matmul(
+            &lw.w_gate,
+            data(&lw.w_gate),
+            &s.xb[..n * d],
+            n,
+            &mut s.gate[..n * ff],
+            &mut s.lin,
+        );
+        matmul(
+            &lw.w_up,
+            data(&lw.w_up),
+            &s.xb[..n * d],
+            n,
+            &mut s.up[..n * ff],
+            &mut s.lin,
+        );
         for (g, u) in s.gate[..n * ff].iter_mut().zip(&s.up[..n * ff]) {
             *g = silu(*g) * u;
         }
-        matmul(&lw.w_down, data(&lw.w_down), &s.gate[..n * ff], n, &mut s.xb2[..n * d], &mut s.lin);
+        matmul(
+            &lw.w_down,
+            data(&lw.w_down),
+            &s.gate[..n * ff],
+            n,
+            &mut s.xb2[..n * d],
+            &mut s.lin,
+        );
         for (x, o) in s.x[..n * d].iter_mut().zip(&s.xb2[..n * d]) {
             *x += o;
         }
@@ -312,16 +438,36 @@ pub fn forward(model: &Model, batch: &[BatchToken], kv: &mut KvCache, s: &mut Sc
     // Logits, only for the tokens that asked: (m, n_vocab).
     let m = batch.iter().filter(|t| t.logits).count();
     s.hidden.resize(m * d, 0.0);
-    let wanted = batch.iter().enumerate().filter(|(_, t)| t.logits).map(|(i, _)| i);
+    let wanted = batch
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.logits)
+        .map(|(i, _)| i);
     for (h, i) in s.hidden.chunks_exact_mut(d).zip(wanted) {
         rmsnorm(h, &s.x[i * d..(i + 1) * d], &norms.output, cfg.rms_eps);
     }
     s.logits.resize(m * cfg.n_vocab, 0.0);
     if m > 0 {
-        matmul(&w.output, data(&w.output), &s.hidden, m, &mut s.logits, &mut s.lin);
+        matmul(
+            &w.output,
+            data(&w.output),
+            &s.hidden,
+            m,
+            &mut s.logits,
+            &mut s.lin,
+        );
     }
-    if let Some(row) = s.logits.chunks_exact(cfg.n_vocab).position(|r| r.iter().any(|v| !v.is_finite())) {
-        let index = batch.iter().enumerate().filter(|(_, t)| t.logits).nth(row).map_or(0, |(i, _)| i);
+    if let Some(row) = s
+        .logits
+        .chunks_exact(cfg.n_vocab)
+        .position(|r| r.iter().any(|v| !v.is_finite()))
+    {
+        let index = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.logits)
+            .nth(row)
+            .map_or(0, |(i, _)| i);
         return Err(ForwardError::NonFinite { index });
     }
     Ok(())

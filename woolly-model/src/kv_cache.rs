@@ -25,7 +25,9 @@ enum Store {
 #[derive(Debug, thiserror::Error)]
 pub enum KvCacheError {
     /// The cache would need more memory than is allowed.
-    #[error("a KV cache of {n_seq} x {n_ctx} positions needs {bytes} bytes ({mib} MiB), more than the limit of {limit_mib} MiB")]
+    #[error(
+        "a KV cache of {n_seq} x {n_ctx} positions needs {bytes} bytes ({mib} MiB), more than the limit of {limit_mib} MiB"
+    )]
     TooLarge {
         n_seq: usize,
         n_ctx: usize,
@@ -54,7 +56,13 @@ pub struct KvCache {
 
 impl KvCache {
     /// Bytes a cache of this shape needs (keys and values), computed without overflow.
-    pub fn bytes_needed(n_layer: usize, n_seq: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> u128 {
+    pub fn bytes_needed(
+        n_layer: usize,
+        n_seq: usize,
+        n_ctx: usize,
+        kv_dim: usize,
+        ty: KvType,
+    ) -> u128 {
         let elem: u128 = match ty {
             KvType::F16 => 2,
             KvType::F32 => 4,
@@ -130,7 +138,10 @@ impl KvCache {
     /// Checks that slot `seq` can take positions `start..start + n`.
     pub fn check(&self, seq: usize, start: usize, n: usize) -> Result<(), KvCacheError> {
         if seq >= self.n_seq {
-            return Err(KvCacheError::NoSuchSlot { seq, n_seq: self.n_seq });
+            return Err(KvCacheError::NoSuchSlot {
+                seq,
+                n_seq: self.n_seq,
+            });
         }
         if start + n > self.n_ctx {
             return Err(KvCacheError::ContextFull {

@@ -9,8 +9,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use woolly_kernels::GgmlType;
 use woolly_kernels::quant::{
-    Block, BlockQ8_0, BlockQ8_1, BlockQ8K, blocks, dequantize_row, quantize_row_q8_0, quantize_row_q8_1,
-    quantize_row_q8k,
+    Block, BlockQ8_0, BlockQ8_1, BlockQ8K, blocks, dequantize_row, quantize_row_q8_0,
+    quantize_row_q8_1, quantize_row_q8k,
 };
 use woolly_kernels::reference::quant_dot as qd;
 
@@ -33,9 +33,12 @@ pub fn activation_type(ty: GgmlType) -> GgmlType {
         GgmlType::BF16 => GgmlType::BF16,
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 => GgmlType::Q8_1,
-        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K | GgmlType::Q8K => {
-            GgmlType::Q8K
-        }
+        GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::Q8K => GgmlType::Q8K,
     }
 }
 
@@ -70,28 +73,36 @@ impl Activations {
                 if !matches!(self, Activations::Q8_0(_)) {
                     *self = Activations::Q8_0(Vec::new());
                 }
-                let Activations::Q8_0(v) = self else { unreachable!() };
+                let Activations::Q8_0(v) = self else {
+                    unreachable!()
+                };
                 quantize_into(v, x, n_blocks, quantize_row_q8_0);
             }
             GgmlType::Q8_1 => {
                 if !matches!(self, Activations::Q8_1(_)) {
                     *self = Activations::Q8_1(Vec::new());
                 }
-                let Activations::Q8_1(v) = self else { unreachable!() };
+                let Activations::Q8_1(v) = self else {
+                    unreachable!()
+                };
                 quantize_into(v, x, n_blocks, quantize_row_q8_1);
             }
             GgmlType::Q8K => {
                 if !matches!(self, Activations::Q8K(_)) {
                     *self = Activations::Q8K(Vec::new());
                 }
-                let Activations::Q8K(v) = self else { unreachable!() };
+                let Activations::Q8K(v) = self else {
+                    unreachable!()
+                };
                 quantize_into(v, x, n_blocks, quantize_row_q8k);
             }
             GgmlType::F16 => {
                 if !matches!(self, Activations::F16(_)) {
                     *self = Activations::F16(Vec::new());
                 }
-                let Activations::F16(v) = self else { unreachable!() };
+                let Activations::F16(v) = self else {
+                    unreachable!()
+                };
                 v.clear();
                 v.extend(x.iter().map(|&f| half::f16::from_f32(f)));
             }
@@ -99,7 +110,9 @@ impl Activations {
                 if !matches!(self, Activations::F32(_)) {
                     *self = Activations::F32(Vec::new());
                 }
-                let Activations::F32(v) = self else { unreachable!() };
+                let Activations::F32(v) = self else {
+                    unreachable!()
+                };
                 v.clear();
                 v.extend_from_slice(x);
             }
@@ -117,7 +130,14 @@ pub(crate) struct LinearScratch {
 }
 
 /// One weight row (bytes of type `ty`) against one activation row `t`.
-fn row_dot(ty: GgmlType, w: &[u8], act: &Activations, t: usize, n_in: usize, row: &mut [f32]) -> f32 {
+fn row_dot(
+    ty: GgmlType,
+    w: &[u8],
+    act: &Activations,
+    t: usize,
+    n_in: usize,
+    row: &mut [f32],
+) -> f32 {
     fn blk<B: Block>(bytes: &[u8]) -> &[B] {
         blocks::<B>(bytes).expect("weight rows are whole, aligned blocks (checked at load)")
     }
@@ -136,15 +156,21 @@ fn row_dot(ty: GgmlType, w: &[u8], act: &Activations, t: usize, n_in: usize, row
         (_, Activations::Q8K(a)) => {
             // Other k-quants: dequantize both sides (no integer dot written yet).
             dequantize_row(ty, w, row).expect("checked at load");
-            let x: Vec<f32> = rows(a, t, n_in / 256).iter().flat_map(|b| {
-                let d = b.d;
-                b.qs.iter().map(move |&q| d * f32::from(q))
-            }).collect();
+            let x: Vec<f32> = rows(a, t, n_in / 256)
+                .iter()
+                .flat_map(|b| {
+                    let d = b.d;
+                    b.qs.iter().map(move |&q| d * f32::from(q))
+                })
+                .collect();
             dot(row, &x)
         }
         (_, Activations::F16(a)) => {
             dequantize_row(ty, w, row).expect("checked at load");
-            row.iter().zip(rows(a, t, n_in)).map(|(&w, &x)| w * x.to_f32()).sum()
+            row.iter()
+                .zip(rows(a, t, n_in))
+                .map(|(&w, &x)| w * x.to_f32())
+                .sum()
         }
         (_, Activations::F32(a)) => {
             dequantize_row(ty, w, row).expect("checked at load");
@@ -159,7 +185,14 @@ fn row_dot(ty: GgmlType, w: &[u8], act: &Activations, t: usize, n_in: usize, row
 /// The activations are first quantized to the format ggml pairs with the weight type
 /// (Q8_0, Q8_1, Q8_K or f16), and each product is the format's integer dot, as
 /// llama.cpp computes it, so both engines round alike.
-pub(crate) fn matmul(w: &Weight, data: &[u8], x: &[f32], n_tok: usize, y: &mut [f32], ls: &mut LinearScratch) {
+pub(crate) fn matmul(
+    w: &Weight,
+    data: &[u8],
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    ls: &mut LinearScratch,
+) {
     let (n_in, n_out) = (w.n_in, w.n_out);
     debug_assert_eq!(x.len(), n_tok * n_in);
     debug_assert_eq!(y.len(), n_tok * n_out);

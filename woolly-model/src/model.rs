@@ -50,7 +50,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -71,7 +73,8 @@ impl Model {
     pub fn from_gguf(file: Arc<GgufFile>) -> Result<Model, LoadError> {
         let config = LlamaConfig::from_metadata(file.metadata())?;
         let weights = Weights::from_file(&file, &config)?;
-        let bytes = |w: &crate::weights::Weight| decode_f32(&file_bytes(&file, w.file_offset, w.n_bytes));
+        let bytes =
+            |w: &crate::weights::Weight| decode_f32(&file_bytes(&file, w.file_offset, w.n_bytes));
         let norms = Norms {
             attn: weights.layers.iter().map(|l| bytes(&l.attn_norm)).collect(),
             ffn: weights.layers.iter().map(|l| bytes(&l.ffn_norm)).collect(),
@@ -112,7 +115,13 @@ impl Model {
 
     /// A KV cache of `n_seq` slots of `n_ctx` positions, refused with the figure it would
     /// need when larger than `limit_bytes`.
-    pub fn new_cache(&self, n_seq: usize, n_ctx: usize, ty: KvType, limit_bytes: u128) -> Result<KvCache, KvCacheError> {
+    pub fn new_cache(
+        &self,
+        n_seq: usize,
+        n_ctx: usize,
+        ty: KvType,
+        limit_bytes: u128,
+    ) -> Result<KvCache, KvCacheError> {
         let c = &self.config;
         KvCache::new(c.n_layer, n_seq, n_ctx, c.kv_dim(), ty, limit_bytes)
     }
@@ -123,7 +132,12 @@ impl Model {
     }
 
     /// Evaluates a batch; the logits of the tokens that asked are in `scratch.logits()`.
-    pub fn forward(&self, batch: &[BatchToken], kv: &mut KvCache, scratch: &mut Scratch) -> Result<(), ForwardError> {
+    pub fn forward(
+        &self,
+        batch: &[BatchToken],
+        kv: &mut KvCache,
+        scratch: &mut Scratch,
+    ) -> Result<(), ForwardError> {
         forward::forward(self, batch, kv, scratch)
     }
 }

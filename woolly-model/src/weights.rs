@@ -97,7 +97,9 @@ pub enum WeightError {
 }
 
 fn find(file: &GgufFile, name: &str, expected: &[usize]) -> Result<Weight, WeightError> {
-    let info: &TensorInfo = file.tensor(name).ok_or_else(|| WeightError::Missing(name.to_owned()))?;
+    let info: &TensorInfo = file
+        .tensor(name)
+        .ok_or_else(|| WeightError::Missing(name.to_owned()))?;
     let expected_u64: Vec<u64> = expected.iter().map(|&d| d as u64).collect();
     if info.dims != expected_u64 {
         return Err(WeightError::Shape {

@@ -19,7 +19,9 @@ pub enum TokenizerError {
     #[error("metadata key {0:?} is missing")]
     MissingKey(&'static str),
     /// `tokenizer.ggml.model` names a tokenizer Woolly does not implement.
-    #[error("metadata key \"tokenizer.ggml.model\": unsupported tokenizer model {0:?} (Woolly supports \"llama\" and \"gpt2\")")]
+    #[error(
+        "metadata key \"tokenizer.ggml.model\": unsupported tokenizer model {0:?} (Woolly supports \"llama\" and \"gpt2\")"
+    )]
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a pre-tokenizer Woolly does not implement.
     #[error("metadata key \"tokenizer.ggml.pre\": unsupported pre-tokenizer {0:?}")]
@@ -35,10 +37,18 @@ pub enum TokenizerError {
         expected: usize,
     },
     /// The same token text appears twice in the vocabulary.
-    #[error("metadata key \"tokenizer.ggml.tokens\": token {token:?} appears at ids {first} and {second}")]
-    DuplicateToken { token: String, first: u32, second: u32 },
+    #[error(
+        "metadata key \"tokenizer.ggml.tokens\": token {token:?} appears at ids {first} and {second}"
+    )]
+    DuplicateToken {
+        token: String,
+        first: u32,
+        second: u32,
+    },
     /// A token typed as a byte token whose text is not `<0xHH>`.
-    #[error("metadata key \"tokenizer.ggml.tokens\": byte token {id} is {token:?}, expected <0xHH> with two hex digits")]
+    #[error(
+        "metadata key \"tokenizer.ggml.tokens\": byte token {id} is {token:?}, expected <0xHH> with two hex digits"
+    )]
     BadByteToken { id: u32, token: String },
     /// A special token id (BOS, EOS, ...) outside the vocabulary.
     #[error("metadata key {key:?}: token id {id} is outside the vocabulary of {vocab_size} tokens")]
@@ -60,7 +70,9 @@ pub enum TokenizerError {
     #[error("token id {id} is outside the vocabulary of {vocab_size} tokens")]
     TokenOutOfRange { id: u32, vocab_size: usize },
     /// SentencePiece byte fallback found neither a `<0xHH>` token nor an unknown token.
-    #[error("cannot encode byte {byte:#04x}: the vocabulary has no <0x{byte:02X}> token and no unknown token")]
+    #[error(
+        "cannot encode byte {byte:#04x}: the vocabulary has no <0x{byte:02X}> token and no unknown token"
+    )]
     NoByteToken { byte: u8 },
     /// The input is too long for 32-bit symbol indices.
     #[error("input of {0} bytes is too long to tokenize")]

@@ -154,7 +154,7 @@ impl Tokenizer {
                 let merges = md
                     .get_str_array(keys::MERGES)?
                     .ok_or(TokenizerError::MissingKey(keys::MERGES))?;
-                let bpe = BpeModel::new(&vocab, merges, pre.ignore_merges)?;
+                let bpe = BpeModel::new(&vocab, merges, pre.ignore_merges);
                 Model::Bpe { bpe, pre }
             }
         };
@@ -172,8 +172,23 @@ impl Tokenizer {
     ///   [`Tokenizer::add_eos`]).
     /// - `parse_special`: turn control-token text (`<|im_start|>`) into control tokens;
     ///   when false, such text is tokenized as text (see the module docs).
-    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        self.encode_segments(&[Segment { text, parse_special }], add_special)
+    ///
+    /// Fails only on input over 1 GiB, or when SentencePiece byte fallback finds neither
+    /// a `<0xHH>` token nor an unknown token. Time is O(n log n) in the length of the
+    /// text (times the number of special tokens that occur in it, for cutting those out).
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        self.encode_segments(
+            &[Segment {
+                text,
+                parse_special,
+            }],
+            add_special,
+        )
     }
 
     /// Tokenizes the concatenation of `segments`, parsing special-token text only in the
@@ -181,8 +196,14 @@ impl Tokenizer {
     /// string (the result equals `encode` of the concatenation whenever the plain
     /// segments hold no special-token text), so a prompt can be assembled from trusted
     /// template parts and untrusted user text.
-    pub fn encode_segments(&self, segments: &[Segment<'_>], add_special: bool) -> Result<Vec<u32>, TokenizerError> {
-        let total = segments.iter().fold(0usize, |n, s| n.saturating_add(s.text.len()));
+    pub fn encode_segments(
+        &self,
+        segments: &[Segment<'_>],
+        add_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let total = segments
+            .iter()
+            .fold(0usize, |n, s| n.saturating_add(s.text.len()));
         if total > MAX_INPUT {
             return Err(TokenizerError::InputTooLong(total));
         }
@@ -192,7 +213,13 @@ impl Tokenizer {
         let mut frags = Vec::new();
         for seg in segments {
             frags.clear();
-            special::partition(&self.vocab, &self.specials_by_length, seg.text, seg.parse_special, &mut frags);
+            special::partition(
+                &self.vocab,
+                &self.specials_by_length,
+                seg.text,
+                seg.parse_special,
+                &mut frags,
+            );
             for frag in frags.drain(..) {
                 match (frag, pieces.last_mut()) {
                     (Fragment::Text(t), Some(Piece::Text(prev))) => prev.to_mut().push_str(t),
@@ -242,7 +269,13 @@ impl Tokenizer {
         Ok(())
     }
 
-    fn encode_bpe(&self, bpe: &BpeModel, pre: &PreTokenizer, pieces: &[Piece<'_>], out: &mut Vec<u32>) {
+    fn encode_bpe(
+        &self,
+        bpe: &BpeModel,
+        pre: &PreTokenizer,
+        pieces: &[Piece<'_>],
+        out: &mut Vec<u32>,
+    ) {
         let mut scratch = bpe::Scratch::default();
         let mut encoded = String::new();
         for piece in pieces {
@@ -274,7 +307,11 @@ impl Tokenizer {
     /// The bytes of each token's rendering, concatenated, with nothing removed; with
     /// `render_special`, control and unknown tokens render as their text. An id outside
     /// the vocabulary is an error.
-    pub fn decode_bytes(&self, ids: &[u32], render_special: bool) -> Result<Vec<u8>, TokenizerError> {
+    pub fn decode_bytes(
+        &self,
+        ids: &[u32],
+        render_special: bool,
+    ) -> Result<Vec<u8>, TokenizerError> {
         let mut out = Vec::new();
         for &id in ids {
             out.extend_from_slice(self.piece(id, render_special)?);

@@ -83,19 +83,16 @@ fn entry(name: &str) -> Option<Entry> {
     };
     Some(match name {
         "default" => e(Family::Default, false, false),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-        | "jina-v5-nano" => e(Family::Llama3, true, true),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" => e(Family::Llama3, true, true),
         "dbrx" | "smaug-bpe" => e(Family::Llama3, false, false),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0"
-        | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" | "exaone4" => {
-            e(Family::Gpt2, false, false)
-        }
-        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
-            e(Family::Smollm, false, false)
-        }
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan" | "solar-open" | "megrez" => {
-            e(Family::Qwen2, false, false)
-        }
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
+        | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion"
+        | "granite-docling" | "exaone4" => e(Family::Gpt2, false, false),
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"
+        | "mellum2" => e(Family::Smollm, false, false),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
+        | "solar-open" | "megrez" => e(Family::Qwen2, false, false),
         "falcon" => e(Family::Falcon, false, false),
         _ => return None,
     })
@@ -126,7 +123,8 @@ impl PreTokenizer {
     /// The pre-tokenizer `tokenizer.ggml.pre` names (`"default"` when absent).
     pub fn from_name(name: Option<&str>) -> Result<PreTokenizer, TokenizerError> {
         let name = name.unwrap_or("default");
-        let e = entry(name).ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_owned()))?;
+        let e =
+            entry(name).ok_or_else(|| TokenizerError::UnsupportedPreTokenizer(name.to_owned()))?;
         use Lookahead::*;
         let stages: &[(&str, Lookahead)] = match e.family {
             Family::Default => &[
@@ -199,7 +197,10 @@ impl Stage {
             let mut end = m.end();
             if m.start() == end {
                 // An empty match (no pattern here has one): step over a character.
-                end += text[end..].chars().next().map_or(1, char::len_utf8);
+                let Some(c) = text[end..].chars().next() else {
+                    return;
+                };
+                end += c.len_utf8();
                 out.push(&text[m.start()..end]);
                 pos = end;
                 continue;
@@ -256,15 +257,24 @@ mod tests {
 
     #[test]
     fn gpt2_and_smollm() {
-        assert_eq!(split("gpt-2", "Hello  world 123"), ["Hello", " ", " world", " 123"]);
+        assert_eq!(
+            split("gpt-2", "Hello  world 123"),
+            ["Hello", " ", " world", " 123"]
+        );
         assert_eq!(split("gpt-2", "a \n\n b"), ["a", " \n\n", " b"]);
         assert_eq!(split("gpt-2", "I'VE"), ["I", "'", "VE"]);
-        assert_eq!(split("smollm", "is 12 times"), ["is", " ", "1", "2", " times"]);
+        assert_eq!(
+            split("smollm", "is 12 times"),
+            ["is", " ", "1", "2", " times"]
+        );
     }
 
     #[test]
     fn default_cuts_punctuation_and_digits() {
-        assert_eq!(split("default", "a, b!! 12345"), ["a", ",", " b", "!!", " ", "123", "45"]);
+        assert_eq!(
+            split("default", "a, b!! 12345"),
+            ["a", ",", " b", "!!", " ", "123", "45"]
+        );
     }
 
     #[test]

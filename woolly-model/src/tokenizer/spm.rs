@@ -128,7 +128,14 @@ pub(crate) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) -> Result<()
 }
 
 #[inline]
-fn push_pair(vocab: &Vocab, text: &str, symbols: &[Symbol], heap: &mut BinaryHeap<Pair>, left: u32, right: u32) {
+fn push_pair(
+    vocab: &Vocab,
+    text: &str,
+    symbols: &[Symbol],
+    heap: &mut BinaryHeap<Pair>,
+    left: u32,
+    right: u32,
+) {
     let (l, r) = (symbols[left as usize], symbols[right as usize]);
     let size = l.len + r.len;
     if size as usize > vocab.max_token_len {

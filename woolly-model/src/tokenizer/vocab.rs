@@ -245,7 +245,9 @@ pub(crate) fn parse_byte_token(text: &str) -> Option<u8> {
 impl Vocab {
     /// Reads and checks the vocabulary from `md`.
     pub fn from_metadata(md: &Metadata) -> Result<Vocab, TokenizerError> {
-        let model = md.get_str(keys::MODEL)?.ok_or(TokenizerError::MissingKey(keys::MODEL))?;
+        let model = md
+            .get_str(keys::MODEL)?
+            .ok_or(TokenizerError::MissingKey(keys::MODEL))?;
         let kind = match model {
             "llama" => TokenizerKind::Spm,
             "gpt2" => TokenizerKind::Bpe,
@@ -258,7 +260,9 @@ impl Vocab {
             .ok_or(TokenizerError::MissingKey(keys::TOKENS))?;
         let n = tokens.len();
         if n == 0 {
-            return Err(TokenizerError::BadVocabularySize("the vocabulary is empty".into()));
+            return Err(TokenizerError::BadVocabularySize(
+                "the vocabulary is empty".into(),
+            ));
         }
         if n > MAX_VOCAB {
             return Err(TokenizerError::BadVocabularySize(format!(
@@ -287,7 +291,11 @@ impl Vocab {
         let mut max_token_len = 0;
         for (i, t) in tokens.iter().enumerate() {
             let id = i as u32;
-            let text = if t.is_empty() { format!("[EMPTY_{i}]") } else { t.clone() };
+            let text = if t.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                t.clone()
+            };
             if let Some(&first) = index.get(&text) {
                 return Err(TokenizerError::DuplicateToken {
                     token: text,
@@ -307,7 +315,9 @@ impl Vocab {
 
         // Flags: model defaults, then the file's keys.
         let is_llama3_family = kind == TokenizerKind::Bpe
-            && pre.as_deref().is_some_and(|p| super::pretokenize::adds_bos_by_default(p));
+            && pre
+                .as_deref()
+                .is_some_and(super::pretokenize::adds_bos_by_default);
         let mut add_bos = kind == TokenizerKind::Spm || is_llama3_family;
         let mut add_eos = false;
         let mut add_space_prefix = kind == TokenizerKind::Spm;
@@ -338,7 +348,9 @@ impl Vocab {
             let hex = format!("<0x{b:02X}>");
             *slot = index.get(hex.as_str()).copied().or_else(|| {
                 let one = [b as u8];
-                std::str::from_utf8(&one).ok().and_then(|s| index.get(s).copied())
+                std::str::from_utf8(&one)
+                    .ok()
+                    .and_then(|s| index.get(s).copied())
             });
         }
 
@@ -563,11 +575,12 @@ fn read_special_ids(
             types[end as usize] = TokenType::UserDefined;
         }
     }
-    if let Some(&s_id) = index.get("</s>") {
-        if has(&eog, "<|tool_response>") && eog.contains(&s_id) {
-            eog.retain(|&id| id != s_id);
-            types[s_id as usize] = TokenType::Normal;
-        }
+    if let Some(&s_id) = index.get("</s>")
+        && has(&eog, "<|tool_response>")
+        && eog.contains(&s_id)
+    {
+        eog.retain(|&id| id != s_id);
+        types[s_id as usize] = TokenType::Normal;
     }
     s.eog = eog;
     Ok(s)
