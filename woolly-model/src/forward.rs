@@ -320,6 +320,7 @@ pub fn forward(
             cfg.rms_eps,
         );
         matmul(
+            model.kernels(),
             &lw.wq,
             data(&lw.wq),
             &s.xb[..n * d],
@@ -328,6 +329,7 @@ pub fn forward(
             &mut s.lin,
         );
         matmul(
+            model.kernels(),
             &lw.wk,
             data(&lw.wk),
             &s.xb[..n * d],
@@ -336,6 +338,7 @@ pub fn forward(
             &mut s.lin,
         );
         matmul(
+            model.kernels(),
             &lw.wv,
             data(&lw.wv),
             &s.xb[..n * d],
@@ -382,6 +385,7 @@ pub fn forward(
             );
         }
         matmul(
+            model.kernels(),
             &lw.wo,
             data(&lw.wo),
             &s.xb[..n * d],
@@ -401,6 +405,7 @@ pub fn forward(
             cfg.rms_eps,
         );
         matmul(
+            model.kernels(),
             &lw.w_gate,
             data(&lw.w_gate),
             &s.xb[..n * d],
@@ -409,6 +414,7 @@ pub fn forward(
             &mut s.lin,
         );
         matmul(
+            model.kernels(),
             &lw.w_up,
             data(&lw.w_up),
             &s.xb[..n * d],
@@ -420,6 +426,7 @@ pub fn forward(
             *g = silu(*g) * u;
         }
         matmul(
+            model.kernels(),
             &lw.w_down,
             data(&lw.w_down),
             &s.gate[..n * ff],
@@ -449,6 +456,7 @@ pub fn forward(
     s.logits.resize(m * cfg.n_vocab, 0.0);
     if m > 0 {
         matmul(
+            model.kernels(),
             &w.output,
             data(&w.output),
             &s.hidden,

@@ -4,14 +4,18 @@
 //! - [`tokenizer`]: SentencePiece and byte-level BPE tokenizers from GGUF metadata.
 //! - [`fetch`] and [`paths`]: the model cache and the conformance pack.
 
+pub mod chat;
 pub mod config;
 pub mod fetch;
 pub mod forward;
+pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 mod linear;
 pub mod model;
 pub mod paths;
+pub mod sampling;
+pub mod session;
 pub mod tokenizer;
 pub mod weights;
 
@@ -19,3 +23,4 @@ pub use config::LlamaConfig;
 pub use forward::{BatchToken, ForwardError, Scratch};
 pub use kv_cache::{KvCache, KvType};
 pub use model::{LoadError, Model};
+pub use session::{Session, SessionError, SessionOptions};

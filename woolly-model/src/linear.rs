@@ -8,6 +8,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 use woolly_kernels::GgmlType;
+use woolly_kernels::dispatch::Kernels;
 use woolly_kernels::quant::{
     Block, BlockQ8_0, BlockQ8_1, BlockQ8K, blocks, dequantize_row, quantize_row_q8_0,
     quantize_row_q8_1, quantize_row_q8k,
@@ -186,6 +187,28 @@ fn row_dot(
 /// (Q8_0, Q8_1, Q8_K or f16), and each product is the format's integer dot, as
 /// llama.cpp computes it, so both engines round alike.
 pub(crate) fn matmul(
+    kernels: &Kernels,
+    w: &Weight,
+    data: &[u8],
+    x: &[f32],
+    n_tok: usize,
+    y: &mut [f32],
+    ls: &mut LinearScratch,
+) {
+    debug_assert_eq!(x.len(), n_tok * w.n_in);
+    debug_assert_eq!(y.len(), n_tok * w.n_out);
+    if Kernels::supports(w.ty) {
+        kernels
+            .matmul(w.ty, data, w.n_out, w.n_in, x, n_tok, y)
+            .expect("weight shapes were checked at load");
+        return;
+    }
+    reference_matmul(w, data, x, n_tok, y, ls);
+}
+
+/// [`matmul`] for the weight types the kernels do not cover yet, with the scalar
+/// reference dots.
+fn reference_matmul(
     w: &Weight,
     data: &[u8],
     x: &[f32],
@@ -194,8 +217,6 @@ pub(crate) fn matmul(
     ls: &mut LinearScratch,
 ) {
     let (n_in, n_out) = (w.n_in, w.n_out);
-    debug_assert_eq!(x.len(), n_tok * n_in);
-    debug_assert_eq!(y.len(), n_tok * n_out);
     let row_bytes = w.row_bytes();
     ls.act.quantize(w.ty, x);
     let act = &ls.act;

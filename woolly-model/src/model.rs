@@ -11,6 +11,10 @@ use crate::config::{ConfigError, LlamaConfig};
 use crate::forward::{self, BatchToken, ForwardError, Scratch};
 use crate::gguf::{GgufError, GgufFile};
 use crate::kv_cache::{KvCache, KvCacheError, KvType};
+use woolly_kernels::dispatch::{Dims, Kernels};
+use woolly_kernels::isa::{Isa, IsaError};
+
+use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::{WeightError, Weights};
 
 /// Why a model could not be loaded.
@@ -25,6 +29,15 @@ pub enum LoadError {
     /// A tensor is missing or does not fit.
     #[error(transparent)]
     Weights(#[from] WeightError),
+    /// The tokenizer metadata is missing or broken.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// `WOOLLY_ISA` names an ISA this CPU lacks.
+    #[error(transparent)]
+    Isa(#[from] IsaError),
+    /// The tokenizer and the embeddings disagree on the vocabulary size.
+    #[error("the tokenizer has {tokenizer} tokens but token_embd.weight has {embeddings} rows")]
+    VocabMismatch { tokenizer: usize, embeddings: usize },
 }
 
 /// Norm weights and RoPE factors, decoded to f32 once at load (a few KiB).
@@ -46,6 +59,8 @@ pub struct Model {
     config: LlamaConfig,
     weights: Weights,
     norms: Norms,
+    tokenizer: Tokenizer,
+    kernels: Kernels,
 }
 
 impl std::fmt::Debug for Model {
@@ -71,8 +86,22 @@ impl Model {
 
     /// Builds a model over an already parsed file.
     pub fn from_gguf(file: Arc<GgufFile>) -> Result<Model, LoadError> {
+        Self::from_gguf_with_isa(file, Isa::from_env()?)
+    }
+
+    /// Builds a model over an already parsed file, running the kernels of `isa`
+    /// (which the CPU must have: see [`Isa::checked`]).
+    pub fn from_gguf_with_isa(file: Arc<GgufFile>, isa: Isa) -> Result<Model, LoadError> {
+        let isa = Isa::checked(isa.as_str())?;
         let config = LlamaConfig::from_metadata(file.metadata())?;
         let weights = Weights::from_file(&file, &config)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        if tokenizer.vocab_size() != config.n_vocab {
+            return Err(LoadError::VocabMismatch {
+                tokenizer: tokenizer.vocab_size(),
+                embeddings: config.n_vocab,
+            });
+        }
         let bytes =
             |w: &crate::weights::Weight| decode_f32(&file_bytes(&file, w.file_offset, w.n_bytes));
         let norms = Norms {
@@ -81,17 +110,42 @@ impl Model {
             output: bytes(&weights.output_norm),
             rope_freqs: weights.rope_freqs.as_ref().map(bytes),
         };
+        let kernels = Kernels::select_for(
+            isa,
+            Dims {
+                hidden: config.n_embd,
+                head_dim: config.head_dim,
+                ffn: config.n_ff,
+            },
+        );
         Ok(Model {
             file,
             config,
             weights,
             norms,
+            tokenizer,
+            kernels,
         })
     }
 
     /// The hyper-parameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// The ISA whose kernels run this model.
+    pub fn isa(&self) -> Isa {
+        self.kernels.isa
+    }
+
+    /// The kernels selected at load.
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// The tokenizer built from the file's metadata.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
     }
 
     /// The weights' descriptions.

@@ -1,4 +1,4 @@
-//! `woolly-run`: inspect GGUF models (and, as Woolly grows, generate, chat, bench, serve).
+//! `woolly-run`: generate text with GGUF models, and inspect them.
 //!
 //! Results go to stdout; notices, progress and errors to stderr. Every error is one line
 //! and a non-zero exit.
@@ -21,6 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Continue a prompt, streaming the generated text to stdout.
+    Generate(commands::generate::GenerateArgs),
     /// Describe a GGUF model: architecture, dimensions, vocabulary, tensor types.
     Info(commands::info::InfoArgs),
 }
@@ -28,6 +30,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => commands::generate::run(args),
         Command::Info(args) => commands::info::run(args),
     };
     if let Err(e) = result {

@@ -1,3 +1,5 @@
 //! One module per subcommand.
 
+pub mod common;
+pub mod generate;
 pub mod info;
