@@ -11,11 +11,15 @@
 //! - [`simd`]: the vocabulary generic kernels are written in, one impl per ISA.
 //! - [`registry`]: the entries every `#[kernel]` generates, read by dispatch, tests
 //!   and benches.
+//! - [`ops`]: the kernels (`#[kernel]` bodies, hand-written ISA leaves, matvec).
+//! - [`dispatch`]: [`Kernels`], every op selected once for an ISA and model dims.
+//! - [`reference`]: the scalar oracles, written for clarity.
 //! - [`testing`]: the shared test runner (skips, `WOOLLY_REQUIRE_ISA`, tolerances).
 
 // Generated code names this crate `::woolly_kernels`, also from inside it.
 extern crate self as woolly_kernels;
 
+pub mod dispatch;
 pub mod isa;
 pub mod ops;
 pub mod quant;
@@ -24,7 +28,9 @@ pub mod registry;
 pub mod simd;
 pub mod testing;
 
+pub use dispatch::{Dims, Kernels};
 pub use isa::Isa;
+pub use ops::matvec::{MatvecError, matmul, matvec};
 pub use quant::GgmlType;
 
 /// The length of a kernel dimension: the const `D` of a specialized variant (checked

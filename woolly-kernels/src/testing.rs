@@ -362,6 +362,9 @@ pub enum Tolerance {
     Rel(f32),
     /// `|got - want| <= a`.
     Abs(f32),
+    /// For quantized outputs: every dequantized value within `steps` quant steps of the
+    /// reference's (and the scales within a relative 1e-5).
+    QuantSteps(f32),
 }
 
 /// Constructors used by `#[kernel(tolerance = ...)]`.
@@ -380,6 +383,10 @@ pub mod tolerance {
     pub const fn abs(a: f32) -> Tolerance {
         Tolerance::Abs(a)
     }
+    /// [`Tolerance::QuantSteps`].
+    pub const fn quant_steps(steps: f32) -> Tolerance {
+        Tolerance::QuantSteps(steps)
+    }
 }
 
 impl Tolerance {
@@ -392,6 +399,7 @@ impl Tolerance {
             Tolerance::Exact => got.to_bits() == want.to_bits() || got == want,
             Tolerance::Rel(r) => (got - want).abs() <= r * want.abs().max(1.0),
             Tolerance::Abs(a) => (got - want).abs() <= a,
+            Tolerance::QuantSteps(_) => (got - want).abs() <= 1e-5 * want.abs(),
         }
     }
 }
@@ -467,7 +475,30 @@ macro_rules! compare_blocks {
         }
     )*};
 }
-compare_blocks!(quant::BlockQ8K, quant::BlockQ8_0, quant::BlockQ8_1);
+compare_blocks!(quant::BlockQ8_0, quant::BlockQ8_1);
+
+impl Compare for Vec<quant::BlockQ8K> {
+    fn compare(&self, want: &Vec<quant::BlockQ8K>, tol: Tolerance) -> Result<(), String> {
+        let Tolerance::QuantSteps(steps) = tol else {
+            return compare_exact(self, want);
+        };
+        if self.len() != want.len() {
+            return Err(format!("length {} != {}", self.len(), want.len()));
+        }
+        for (b, (g, w)) in self.iter().zip(want).enumerate() {
+            if !tol.accepts(g.d, w.d) {
+                return Err(format!("block {b}: scale {} vs {}", g.d, w.d));
+            }
+            for (i, (&qg, &qw)) in g.qs.iter().zip(&w.qs).enumerate() {
+                let (a, c) = (f32::from(qg) * g.d, f32::from(qw) * w.d);
+                if (a - c).abs() > steps * w.d.abs() * 1.0001 {
+                    return Err(format!("block {b} [{i}]: {a} vs {c} (d = {})", w.d));
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Compare for Vec<i8> {
     fn compare(&self, want: &Vec<i8>, _: Tolerance) -> Result<(), String> {

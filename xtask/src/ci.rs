@@ -33,7 +33,12 @@ impl Tally {
 /// In `ok. 12 passed; 0 failed; ...`, the number before `word`.
 fn count_before(text: &str, word: &str) -> u64 {
     text.split(';')
-        .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(word.trim_start()))
+        .find_map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+                .strip_suffix(word.trim_start())
+        })
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -77,7 +82,12 @@ fn step(tally: &mut Tally, name: &str, args: &[&str], envs: &[(&str, &str)]) -> 
 
 pub fn run() -> anyhow::Result<()> {
     let mut tally = Tally::default();
-    step(&mut tally, "fetch SmolLM2", &["xtask", "fetch-model", "smollm2"], &[])?;
+    step(
+        &mut tally,
+        "fetch SmolLM2",
+        &["xtask", "fetch-model", "smollm2"],
+        &[],
+    )?;
     step(
         &mut tally,
         "workspace tests",

@@ -31,7 +31,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Ci => ci::run(),
         Cmd::FetchModel { name } => {
             let Some(model) = woolly_model::fetch::known_model(&name) else {
-                let known: Vec<_> = woolly_model::fetch::KNOWN_MODELS.iter().map(|m| m.name).collect();
+                let known: Vec<_> = woolly_model::fetch::KNOWN_MODELS
+                    .iter()
+                    .map(|m| m.name)
+                    .collect();
                 bail!("unknown model {name:?}; known: {}", known.join(", "));
             };
             let path = woolly_model::fetch::fetch(model, |msg| eprintln!("{msg}"))

@@ -26,11 +26,11 @@ fn attend<V: Simd, E: Elem, const HD: usize>(
 ) {
     let hd = dim::<HD>(head_dim);
     assert!(
-        n_kv_head > 0 && n_head % n_kv_head == 0,
+        n_kv_head > 0 && n_head.is_multiple_of(n_kv_head),
         "n_head must be a multiple of n_kv_head"
     );
     assert!(q.len() == n_head * hd && out.len() == n_head * hd);
-    assert!(k.len() % (n_kv_head * hd) == 0 && vals.len() == k.len());
+    assert!(k.len().is_multiple_of(n_kv_head * hd) && vals.len() == k.len());
     let n_pos = k.len() / (n_kv_head * hd);
     assert!(n_pos > 0, "attention over an empty KV cache");
     let group = n_head / n_kv_head;

@@ -36,3 +36,18 @@ pub fn dot_f16<V: Simd, const D: usize>(v: V, a: &[f16], b: &[f16]) -> f32 {
     let n = dim::<D>(a.len());
     blocks::dot(v, &a[..n], &b[..n])
 }
+
+/// `sum_i a[i] * b[i]` with f16 `a` (weights) and f32 `b` (activations).
+/// shapes: a, b: (D,)
+// Tolerance: as `dot_f32`.
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    dims(D = [576, 2048, 4096], dyn),
+    reference = crate::reference::dot_f16_f32,
+    tolerance = rel(1e-4),
+    test(a = rng.f16s(D), b = rng.f32s(D)),
+)]
+pub fn dot_f16_f32<V: Simd, const D: usize>(v: V, a: &[f16], b: &[f32]) -> f32 {
+    let n = dim::<D>(a.len());
+    blocks::dot(v, &a[..n], &b[..n])
+}

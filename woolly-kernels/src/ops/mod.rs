@@ -9,8 +9,10 @@ pub mod attention;
 pub mod blocks;
 pub mod dot;
 pub mod ffn;
+pub mod matvec;
 pub mod norm;
 pub mod qdot;
+pub mod quantize;
 pub mod rope;
 
 /// Every float op's registry view, for tidy checks and benchmarks.
@@ -20,6 +22,7 @@ pub static FLOAT_OPS: &[&crate::registry::OpInfo] = &[
     &ffn::swiglu::INFO,
     &dot::dot_f32::INFO,
     &dot::dot_f16::INFO,
+    &dot::dot_f16_f32::INFO,
     &rope::rope::INFO,
     &attention::attention_f32::INFO,
     &attention::attention_f16::INFO,

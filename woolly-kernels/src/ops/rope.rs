@@ -50,8 +50,11 @@ pub fn rope<V: Simd, const HD: usize>(
 ) {
     let hd = dim::<HD>(head_dim);
     let half = n_rot / 2;
-    assert!(n_rot % 2 == 0 && n_rot <= hd && half <= MAX_ROT_PAIRS);
-    assert!(x.len() % hd == 0, "x is not a whole number of heads");
+    assert!(n_rot.is_multiple_of(2) && n_rot <= hd && half <= MAX_ROT_PAIRS);
+    assert!(
+        x.len().is_multiple_of(hd),
+        "x is not a whole number of heads"
+    );
     let mut cos = [0.0; MAX_ROT_PAIRS];
     let mut sin = [0.0; MAX_ROT_PAIRS];
     let (cos, sin) = (&mut cos[..half], &mut sin[..half]);

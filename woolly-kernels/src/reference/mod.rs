@@ -57,6 +57,14 @@ pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
         .sum::<f64>() as f32
 }
 
+/// `sum_i a[i] * b[i]` with f16 `a` and f32 `b`.         shapes: a, b: (n,)
+pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, &y)| x.to_f64() * y as f64)
+        .sum::<f64>() as f32
+}
+
 /// The rotation angles' cosines and sines for position `pos`, shared by the reference
 /// and every RoPE variant so they rotate by bit-identical angles. Pair `i` (of
 /// `n_rot / 2`) turns by `pos * freq_base^(-2i / n_rot) / freq_factors[i]`
@@ -85,10 +93,6 @@ pub fn rope_angles(
 /// they are. `neox = false` is GGUF's "normal" layout (pairs `(2i, 2i+1)`, LLaMA);
 /// `neox = true` pairs `(i, i + n_rot/2)` (GPT-NeoX, Qwen, ...).
 /// shapes: x: (n_head, head_dim)
-#[expect(
-    clippy::too_many_arguments,
-    reason = "RoPE's parameters are GGUF metadata"
-)]
 pub fn rope(
     x: &mut [f32],
     head_dim: usize,

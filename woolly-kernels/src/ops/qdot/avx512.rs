@@ -10,7 +10,7 @@ use crate::isa::Avx512Token;
 use crate::quant::{BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8K};
 use crate::reference::quant_dot as r;
 
-use super::avx2::{hsum_i32, load32, q4k_imin};
+use super::avx2::{hsum_i32, load32, prefetch_ahead, q4k_imin};
 use super::scales_mins_k4;
 
 /// Loads 64 bytes from the start of `s`.
@@ -30,12 +30,18 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
 }
 
 /// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub fn vec_dot_q4k_q8k(_: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let m4 = _mm512_set1_epi8(0xF);
     let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
+    let w_all = w;
+    for (i, (w, x)) in w.iter().zip(x).enumerate() {
+        prefetch_ahead(&w_all[i..]);
         let (sc, mins) = scales_mins_k4(&w.scales);
         let imin = q4k_imin(&mins, x);
         let scale = |a: u8, b: u8| {
@@ -66,6 +72,10 @@ pub fn vec_dot_q4k_q8k(_: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
 }
 
 /// Q6_K . Q8_K: the AVX2 body, compiled with AVX-512 enabled.
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub fn vec_dot_q6k_q8k(t: Avx512Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     super::avx2::vec_dot_q6k_q8k(t.avx2(), w, x)
@@ -73,6 +83,10 @@ pub fn vec_dot_q6k_q8k(t: Avx512Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
 
 /// Q8_0 . Q8_0 with VNNI (`vpdpbusd` on 256-bit vectors), bit-identical to
 /// [`r::vec_dot_q8_0_q8_0`] for weight quants in -127..=127.
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub fn vec_dot_q8_0_q8_0(_: Avx512Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());

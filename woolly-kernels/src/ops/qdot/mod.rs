@@ -16,8 +16,7 @@
 use woolly_kernels_macros::kernel;
 
 use crate::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1,
-    BlockQ8K,
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
 };
 use crate::reference::quant_dot as r;
 use crate::simd::Simd;

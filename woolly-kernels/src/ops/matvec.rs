@@ -1,0 +1,444 @@
+//! Matrix-vector (token generation) and batched matrix-matrix (prompt processing)
+//! products over quantized weights, split across threads by rows.
+//!
+//! Determinism across batching (DECISIONS.md): each output is one row's dot product,
+//! computed by the same kernel on the same quantized activation row whatever the batch
+//! size, thread count or neighbours; K is never split. So `matmul` of a batch gives
+//! bit-identical rows to `matvec` of each token.
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::GgmlType;
+use crate::dispatch::Kernels;
+use crate::quant::{
+    self, Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+};
+
+/// Why a matrix product was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MatvecError {
+    /// No dot product for this weight type yet.
+    UnsupportedType(GgmlType),
+    /// A buffer's length does not match `rows` x `cols` (or the batch).
+    Shape {
+        /// Which buffer (`"w"`, `"x"` or `"y"`).
+        buffer: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length the shapes require.
+        expected: usize,
+    },
+    /// `cols` is not a whole number of the weight type's blocks.
+    PartialBlock {
+        /// The weight type.
+        ty: GgmlType,
+        /// The row length.
+        cols: usize,
+    },
+}
+
+impl std::fmt::Display for MatvecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MatvecError::UnsupportedType(ty) => write!(f, "no matvec kernel for {ty} weights"),
+            MatvecError::Shape {
+                buffer,
+                len,
+                expected,
+            } => write!(
+                f,
+                "matvec: `{buffer}` has {len} elements, the shapes need {expected}"
+            ),
+            MatvecError::PartialBlock { ty, cols } => write!(
+                f,
+                "matvec: rows of {cols} are not a whole number of {ty} blocks of {}",
+                ty.block_len()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MatvecError {}
+
+/// Output rows per rayon task: enough work (~0.5 MB of 4096-wide Q4_K rows) to amortize
+/// scheduling, few enough to balance 16 threads on a 2048-row matrix.
+const ROWS_PER_TASK: usize = 32;
+
+/// Matrices smaller than this many weights run on the calling thread.
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
+
+/// Runs `f(first_row, out)` over `out` split into tasks of `rows_per_task * stride`
+/// outputs, on rayon's pool when the matrix is big enough. The one place that knows
+/// about the thread pool.
+fn for_row_chunks(
+    out: &mut [f32],
+    stride: usize,
+    weights: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let chunk = ROWS_PER_TASK * stride;
+    if weights < PARALLEL_MIN_WEIGHTS {
+        for (i, o) in out.chunks_mut(chunk).enumerate() {
+            f(i * ROWS_PER_TASK, o);
+        }
+    } else {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, o)| f(i * ROWS_PER_TASK, o));
+    }
+}
+
+/// A weight matrix as blocks: borrowed when aligned, copied otherwise (a `Vec<u8>` in a
+/// test may be unaligned; GGUF tensor data is 32-byte aligned and never copied).
+fn weight_blocks<W: Block>(w: &[u8]) -> std::borrow::Cow<'_, [W]> {
+    match quant::blocks::<W>(w) {
+        Some(b) => std::borrow::Cow::Borrowed(b),
+        None => std::borrow::Cow::Owned(
+            w.chunks_exact(W::BYTES)
+                .map(|c| quant::read_block(c).expect("whole blocks"))
+                .collect(),
+        ),
+    }
+}
+
+/// `y[b][r] = dot(w[r], xq[b])` for every row `r` and batch row `b`.
+/// shapes: w: (rows, cols / W::BLOCK_LEN); xq: (batch, cols / X::BLOCK_LEN);
+/// y: (batch, rows)
+fn product<W: Block, X: Block>(
+    dot: impl Fn(&[W], &[X]) -> f32 + Sync + Send,
+    w: &[W],
+    rows: usize,
+    xq: &[X],
+    batch: usize,
+    y: &mut [f32],
+) {
+    let nb = w.len() / rows;
+    if batch == 1 {
+        for_row_chunks(y, 1, w.len() * W::BLOCK_LEN, |r0, ys| {
+            for (i, y) in ys.iter_mut().enumerate() {
+                *y = dot(&w[(r0 + i) * nb..][..nb], xq);
+            }
+        });
+        return;
+    }
+    // Row-major over weights: each weight row is loaded from memory once and reused
+    // (from L1) for every batch row. Results land transposed, then are put in place.
+    let nx = xq.len() / batch;
+    let mut yt = vec![0.0f32; rows * batch]; // (rows, batch)
+    for_row_chunks(&mut yt, batch, w.len() * W::BLOCK_LEN * batch, |r0, ys| {
+        for (i, yr) in ys.chunks_exact_mut(batch).enumerate() {
+            let wr = &w[(r0 + i) * nb..][..nb];
+            for (b, y) in yr.iter_mut().enumerate() {
+                *y = dot(wr, &xq[b * nx..][..nx]);
+            }
+        }
+    });
+    for r in 0..rows {
+        for b in 0..batch {
+            y[b * rows + r] = yt[r * batch + b];
+        }
+    }
+}
+
+/// Quantizes each of the `batch` rows of `x` with `quantize`.
+fn quantize_rows<X: Block>(x: &[f32], batch: usize, quantize: impl Fn(&[f32], &mut [X])) -> Vec<X> {
+    let cols = x.len() / batch;
+    let mut out = vec![X::ZERO; x.len() / X::BLOCK_LEN];
+    let per_row = cols / X::BLOCK_LEN;
+    for (xr, qr) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
+        quantize(xr, qr);
+    }
+    out
+}
+
+fn check_len(buffer: &'static str, len: usize, expected: usize) -> Result<(), MatvecError> {
+    if len == expected {
+        Ok(())
+    } else {
+        Err(MatvecError::Shape {
+            buffer,
+            len,
+            expected,
+        })
+    }
+}
+
+impl Kernels {
+    /// `y = W x` for a batch of `batch` activation rows: `y[b][r] = sum_c W[r][c] x[b][c]`.
+    /// The activations are quantized to the weight type's partner format first (Q8_K for
+    /// k-quants, Q8_0 or Q8_1 for the legacy formats), exactly as ggml does.
+    /// shapes: w: (rows, cols) in `ty`'s blocks; x: (batch, cols); y: (batch, rows)
+    ///
+    /// # Errors
+    /// An unsupported weight type, or buffers whose lengths do not match the shapes.
+    #[expect(clippy::too_many_arguments, reason = "a matrix product's shapes")]
+    pub fn matmul(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        batch: usize,
+        y: &mut [f32],
+    ) -> Result<(), MatvecError> {
+        if !Kernels::supports(ty) {
+            return Err(MatvecError::UnsupportedType(ty));
+        }
+        if !cols.is_multiple_of(ty.block_len()) {
+            return Err(MatvecError::PartialBlock { ty, cols });
+        }
+        check_len(
+            "w",
+            w.len(),
+            rows * cols / ty.block_len() * ty.block_bytes(),
+        )?;
+        check_len("x", x.len(), batch * cols)?;
+        check_len("y", y.len(), batch * rows)?;
+        if rows == 0 || batch == 0 {
+            return Ok(());
+        }
+        match ty {
+            GgmlType::Q4K => {
+                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8k.call(x, q));
+                let f = self.vec_dot_q4k_q8k;
+                let w = weight_blocks::<BlockQ4K>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::Q6K => {
+                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8k.call(x, q));
+                let f = self.vec_dot_q6k_q8k;
+                let w = weight_blocks::<BlockQ6K>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::Q8_0 => {
+                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                let f = self.vec_dot_q8_0_q8_0;
+                let w = weight_blocks::<BlockQ8_0>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::Q4_0 => {
+                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                let f = self.vec_dot_q4_0_q8_0;
+                let w = weight_blocks::<BlockQ4_0>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::Q5_0 => {
+                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                let f = self.vec_dot_q5_0_q8_0;
+                let w = weight_blocks::<BlockQ5_0>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::Q4_1 => {
+                let xq = quantize_rows(x, batch, quant::quantize_row_q8_1);
+                let f = self.vec_dot_q4_1_q8_1;
+                let w = weight_blocks::<BlockQ4_1>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::Q5_1 => {
+                let xq = quantize_rows(x, batch, quant::quantize_row_q8_1);
+                let f = self.vec_dot_q5_1_q8_1;
+                let w = weight_blocks::<BlockQ5_1>(w);
+                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+            }
+            GgmlType::F32 => {
+                let f = self.dot_f32;
+                let w: Vec<f32> = w
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                product_float(&|a: &[f32], b| f.call(a, b), &w, rows, x, y);
+            }
+            GgmlType::F16 => {
+                let f = self.dot_f16_f32;
+                let w: Vec<f16> = w
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                product_float(&|a: &[f16], b| f.call(a, b), &w, rows, x, y);
+            }
+            other => return Err(MatvecError::UnsupportedType(other)),
+        }
+        Ok(())
+    }
+
+    /// `y = W x` for one activation row: [`Kernels::matmul`] with `batch = 1`.
+    /// shapes: w: (rows, cols) in `ty`'s blocks; x: (cols,); y: (rows,)
+    ///
+    /// # Errors
+    /// As [`Kernels::matmul`].
+    pub fn matvec(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), MatvecError> {
+        self.matmul(ty, w, rows, cols, x, 1, y)
+    }
+}
+
+/// [`product`] for float weights against f32 activations (no activation quantization).
+fn product_float<W: Copy + Send + Sync>(
+    dot: &(dyn Fn(&[W], &[f32]) -> f32 + Sync),
+    w: &[W],
+    rows: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let cols = w.len() / rows;
+    for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+        for_row_chunks(yb, 1, w.len(), |r0, ys| {
+            for (i, y) in ys.iter_mut().enumerate() {
+                *y = dot(&w[(r0 + i) * cols..][..cols], xb);
+            }
+        });
+    }
+}
+
+/// `y = W x` with kernels for the best ISA here (or `WOOLLY_ISA`), resolved on first
+/// call. For repeated use, build a [`Kernels`] once and call [`Kernels::matvec`].
+/// shapes: w: (rows, cols) in `ty`'s blocks; x: (cols,); y: (rows,)
+///
+/// # Errors
+/// As [`Kernels::matmul`].
+///
+/// # Panics
+/// When `WOOLLY_ISA` names an ISA this CPU lacks.
+pub fn matvec(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), MatvecError> {
+    Kernels::detected().matvec(ty, w, rows, cols, x, y)
+}
+
+/// `y = W x` for a batch of activation rows; see [`Kernels::matmul`].
+/// shapes: w: (rows, cols) in `ty`'s blocks; x: (batch, cols); y: (batch, rows)
+///
+/// # Errors
+/// As [`Kernels::matmul`].
+pub fn matmul(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    batch: usize,
+    y: &mut [f32],
+) -> Result<(), MatvecError> {
+    Kernels::detected().matmul(ty, w, rows, cols, x, batch, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::Isa;
+    use crate::testing::{TestRng, for_each_isa};
+
+    fn quantized(ty: GgmlType, rows: usize, cols: usize, rng: &mut TestRng) -> Vec<u8> {
+        let wf = rng.f32s(rows * cols);
+        let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+        quant::quantize_row(ty, &wf, &mut w).expect("quantize");
+        w
+    }
+
+    /// matvec equals the reference dot per row, bit for bit, on every ISA; matmul of a
+    /// batch equals matvec of each row, bit for bit (determinism across batching).
+    #[test]
+    fn matvec_and_matmul_agree_with_row_references() {
+        let mut rng = TestRng::new(11);
+        let types = [
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+        ];
+        for ty in types {
+            let (rows, cols, batch) = (70, 512, 3);
+            let w = quantized(ty, rows, cols, &mut rng);
+            let x = rng.f32s(batch * cols);
+            let scalar = Kernels::select(Isa::Scalar);
+            let mut want = vec![0.0; batch * rows];
+            for b in 0..batch {
+                scalar
+                    .matvec(
+                        ty,
+                        &w,
+                        rows,
+                        cols,
+                        &x[b * cols..][..cols],
+                        &mut want[b * rows..][..rows],
+                    )
+                    .unwrap();
+            }
+            for_each_isa(&format!("matvec {ty}"), |isa| {
+                let k = Kernels::select(isa);
+                let mut y = vec![0.0; batch * rows];
+                k.matmul(ty, &w, rows, cols, &x, batch, &mut y).unwrap();
+                assert_eq!(y, want, "{ty} matmul on {isa}");
+                let mut y1 = vec![0.0; rows];
+                k.matvec(ty, &w, rows, cols, &x[cols..][..cols], &mut y1)
+                    .unwrap();
+                assert_eq!(y1[..], want[rows..2 * rows], "{ty} matvec on {isa}");
+            });
+        }
+    }
+
+    #[test]
+    fn matvec_is_close_to_the_f32_product() {
+        // Q8_0 weights and activations: each product is within ggml's bounds of f32.
+        let mut rng = TestRng::new(12);
+        let (rows, cols) = (40, 256);
+        let wf = rng.f32s(rows * cols);
+        let x = rng.f32s(cols);
+        let mut w = vec![0u8; rows * cols / 32 * 34];
+        quant::quantize_row(GgmlType::Q8_0, &wf, &mut w).unwrap();
+        let mut y = vec![0.0; rows];
+        matvec(GgmlType::Q8_0, &w, rows, cols, &x, &mut y).unwrap();
+        for r in 0..rows {
+            let want: f32 = (0..cols).map(|c| wf[r * cols + c] * x[c]).sum();
+            assert!(
+                (y[r] - want).abs() < 0.02 * (cols as f32).sqrt(),
+                "row {r}: {} vs {want}",
+                y[r]
+            );
+        }
+    }
+
+    #[test]
+    fn float_weights_and_errors() {
+        let mut rng = TestRng::new(13);
+        let (rows, cols) = (5, 33);
+        let wf = rng.f32s(rows * cols);
+        let x = rng.f32s(cols);
+        let bytes: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut y = vec![0.0; rows];
+        matvec(GgmlType::F32, &bytes, rows, cols, &x, &mut y).unwrap();
+        for r in 0..rows {
+            let want = crate::reference::dot_f32(&wf[r * cols..][..cols], &x);
+            assert!((y[r] - want).abs() < 1e-4, "{} vs {want}", y[r]);
+        }
+        let err = matvec(GgmlType::Q4K, &bytes, rows, cols, &x, &mut y).unwrap_err();
+        assert_eq!(
+            err,
+            MatvecError::PartialBlock {
+                ty: GgmlType::Q4K,
+                cols
+            }
+        );
+        let err = matvec(GgmlType::F32, &bytes[1..], rows, cols, &x, &mut y).unwrap_err();
+        assert!(err.to_string().contains("`w`"), "{err}");
+        let err = matvec(GgmlType::Q3K, &[], 0, 256, &[0.0; 256], &mut []).unwrap_err();
+        assert_eq!(err, MatvecError::UnsupportedType(GgmlType::Q3K));
+    }
+}

@@ -1,0 +1,183 @@
+//! Activation quantization (f32 -> Q8_K, f32 -> Q8_0) and RMSNorm fused with it.
+//!
+//! Both quantizers are written once over the vocabulary and agree with the reference
+//! quantizers in [`crate::quant`] **bit for bit**: the scale is the same f32 expression,
+//! each `x * iscale` is one IEEE product, and the rounding is the reference's (Q8_K:
+//! ties to even, the vocabulary's `round`; Q8_0: ties away from zero, done per element
+//! in scalar code since the vocabulary has no such rounding). Only NaN inputs may give
+//! different quants.
+
+use woolly_kernels_macros::kernel;
+
+use crate::dim;
+use crate::ops::blocks;
+use crate::quant::{Block, BlockQ8_0, BlockQ8K, QK, QK_K};
+use crate::simd::{MAX_LANES, Simd};
+
+/// `max |x[i]|` over `x` (0 for empty input).
+#[inline(always)]
+fn amax<V: Simd>(v: V, x: &[f32]) -> f32 {
+    let l = V::LANES;
+    let mut m = v.zero();
+    let mut i = 0;
+    while i + l <= x.len() {
+        let a = v.load(&x[i..]);
+        m = v.max(m, v.max(a, v.sub(v.zero(), a)));
+        i += l;
+    }
+    let mut m = v.hmax(m);
+    for &a in &x[i..] {
+        m = m.max(a.abs());
+    }
+    m
+}
+
+/// Writes `round_ties_even(x[i] * iscale)` clamped to i8 into `q`.
+#[inline(always)]
+fn scale_round<V: Simd>(v: V, x: &[f32], iscale: f32, q: &mut [i8]) {
+    let l = V::LANES;
+    let s = v.splat(iscale);
+    let mut buf = [0.0f32; MAX_LANES];
+    for (xc, qc) in x.chunks(l).zip(q.chunks_mut(l)) {
+        let y = if xc.len() == l {
+            v.load(xc)
+        } else {
+            v.load_partial(xc, 0.0)
+        };
+        v.store(&mut buf, v.round(v.mul(y, s)));
+        for (q, &r) in qc.iter_mut().zip(&buf) {
+            *q = r.clamp(-128.0, 127.0) as i8;
+        }
+    }
+}
+
+/// Quantizes one Q8_K block from `x` (256 values), as `quant::quantize_row_q8k`.
+#[inline(always)]
+fn quantize_block_q8k<V: Simd>(v: V, x: &[f32], out: &mut BlockQ8K) {
+    let amax = amax(v, x);
+    if amax == 0.0 {
+        *out = BlockQ8K::ZERO;
+        return;
+    }
+    // The signed value of the first element of largest magnitude, as the reference.
+    let max = *x.iter().find(|a| a.abs() == amax).unwrap_or(&amax);
+    let iscale = -127.0 / max;
+    scale_round(v, x, iscale, &mut out.qs);
+    for (sum, group) in out.bsums.iter_mut().zip(out.qs.chunks_exact(16)) {
+        *sum = group.iter().map(|&q| i16::from(q)).sum();
+    }
+    out.d = 1.0 / iscale;
+}
+
+/// f32 -> Q8_K activations, bit-identical to `quant::quantize_row_q8k`.
+/// shapes: x: (n_blocks * 256,); out: (n_blocks,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = crate::quant::quantize_row_q8k,
+    tolerance = exact(),
+    test(
+        x = { let n = rng.range(1, 9); let mut x = rng.f32s(n * 256); if rng.range(0, 4) == 0 { x[..256].fill(0.0) } x },
+        out = vec![BlockQ8K::ZERO; x.len() / 256],
+    ),
+)]
+pub fn quantize_q8k<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8K]) {
+    assert_eq!(
+        x.len(),
+        out.len() * QK_K,
+        "Q8_K: {} blocks need {} inputs",
+        out.len(),
+        out.len() * QK_K
+    );
+    for (xb, ob) in x.chunks_exact(QK_K).zip(out) {
+        quantize_block_q8k(v, xb, ob);
+    }
+}
+
+/// f32 -> Q8_0 activations, bit-identical to `quant::quantize_row_q8_0`.
+/// shapes: x: (n_blocks * 32,); out: (n_blocks,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = crate::quant::quantize_row_q8_0,
+    tolerance = exact(),
+    test(
+        x = { let n = rng.range(1, 40); let mut x = rng.f32s(n * 32); if rng.range(0, 4) == 0 { x[..32].fill(0.0) } x },
+        out = vec![BlockQ8_0::ZERO; x.len() / 32],
+    ),
+)]
+pub fn quantize_q8_0<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        out.len() * QK,
+        "Q8_0: {} blocks need {} inputs",
+        out.len(),
+        out.len() * QK
+    );
+    let l = V::LANES;
+    for (xb, ob) in x.chunks_exact(QK).zip(out) {
+        let d = amax(v, xb) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let s = v.splat(id);
+        let mut y = [0.0f32; QK];
+        let mut i = 0;
+        while i + l <= QK {
+            v.store(&mut y[i..], v.mul(v.load(&xb[i..]), s));
+            i += l;
+        }
+        for (q, &y) in ob.qs.iter_mut().zip(&y) {
+            // `f32::round` is C's roundf (ties away from zero); `as` saturates.
+            *q = y.round() as i8;
+        }
+        ob.d = half::f16::from_f32(d);
+    }
+}
+
+/// Reference for [`rmsnorm_q8k`]: the reference RMSNorm, then the reference quantizer.
+/// shapes: x, w: (n,); out: (n / 256,)
+pub fn reference_rmsnorm_q8k(x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8K]) {
+    let mut y = vec![0.0; x.len()];
+    crate::reference::rmsnorm(x, w, eps, &mut y);
+    crate::quant::quantize_row_q8k(&y, out);
+}
+
+/// RMSNorm fused with Q8_K quantization for the next matvec: the normalized row is
+/// produced 256 values at a time on the stack and quantized at once, never stored.
+/// shapes: x, w: (D,); out: (D / 256,)
+// Tolerance: the normalized values differ from the f64 reference by RMSNorm's
+// rounding (rel 2e-6), which can move a value across a rounding boundary: each
+// dequantized value must be within one quant step of the reference's.
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    dims(D = [2048, 4096], dyn),
+    reference = reference_rmsnorm_q8k,
+    tolerance = quant_steps(1.0),
+    test(
+        x = rng.f32s(if D % 256 == 0 { D } else { 256 * (1 + D % 5) }),
+        w = rng.f32s(x.len()),
+        eps = 1e-5,
+        out = vec![BlockQ8K::ZERO; x.len() / 256],
+    ),
+)]
+pub fn rmsnorm_q8k<V: Simd, const D: usize>(
+    v: V,
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    out: &mut [BlockQ8K],
+) {
+    let n = dim::<D>(x.len());
+    assert!(w.len() == n && out.len() * QK_K == n, "rmsnorm_q8k: shapes");
+    let ss = blocks::dot(v, &x[..n], &x[..n]);
+    let scale = 1.0 / (ss / n as f32 + eps).sqrt();
+    let mut y = [0.0f32; QK_K];
+    for ((xb, wb), ob) in x.chunks_exact(QK_K).zip(w.chunks_exact(QK_K)).zip(out) {
+        blocks::scale_mul(v, xb, scale, wb, &mut y);
+        quantize_block_q8k(v, &y, ob);
+    }
+}
+
+/// Every quantizer's registry view.
+pub static QUANTIZE_OPS: &[&crate::registry::OpInfo] = &[
+    &quantize_q8k::INFO,
+    &quantize_q8_0::INFO,
+    &rmsnorm_q8k::INFO,
+];
