@@ -95,6 +95,15 @@ pub fn run() -> anyhow::Result<()> {
         &[],
     )?;
 
+    // The model's agreement with llama.cpp on the scalar kernels too (the workspace run
+    // above used the dispatched, fastest ones).
+    step(
+        &mut tally,
+        "conformance on scalar kernels",
+        &["test", "-p", "woolly-model", "--test", "conformance", "--", "--nocapture"],
+        &[("WOOLLY_ISA", "scalar")],
+    )?;
+
     if !tally.failed_steps.is_empty() {
         eprintln!("xtask ci: failing steps: {}", tally.failed_steps.join(", "));
     }
