@@ -64,10 +64,10 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}\
 {% endfor %}\
 {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-/// Start and end of a sentinel; private-use characters that no template writes.
+/// Start and end of a sentinel: private-use characters that no template writes around
+/// the message index in decimal, so that case changes (`| upper`) leave it whole.
 const SENTINEL_START: char = '\u{F0000}';
 const SENTINEL_END: char = '\u{F0001}';
-const SENTINEL_TAG: &str = "woolly-content-";
 
 /// One chat message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -453,7 +453,7 @@ fn check_roles(messages: &[Message]) -> Result<(), ChatError> {
 }
 
 fn sentinel(index: usize) -> String {
-    format!("{SENTINEL_START}{SENTINEL_TAG}{index}{SENTINEL_END}")
+    format!("{SENTINEL_START}{index}{SENTINEL_END}")
 }
 
 /// A piece of the sentinel rendering.
@@ -491,13 +491,13 @@ fn split_sentinels(text: &str, n_messages: usize) -> Result<Vec<Piece<'_>>, Chat
 
 /// The message index and byte length of a whole sentinel at the start of `s`.
 fn parse_sentinel(s: &str) -> Option<(usize, usize)> {
-    let body = s.strip_prefix(SENTINEL_START)?.strip_prefix(SENTINEL_TAG)?;
+    let body = s.strip_prefix(SENTINEL_START)?;
     let digits = body.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 || !body[digits..].starts_with(SENTINEL_END) {
         return None;
     }
     let index = body[..digits].parse().ok()?;
-    let len = SENTINEL_START.len_utf8() + SENTINEL_TAG.len() + digits + SENTINEL_END.len_utf8();
+    let len = SENTINEL_START.len_utf8() + digits + SENTINEL_END.len_utf8();
     Some((index, len))
 }
 
@@ -505,7 +505,6 @@ fn parse_sentinel(s: &str) -> Option<(usize, usize)> {
 fn broken_index(s: &str) -> usize {
     let digits: String = s
         .trim_start_matches(SENTINEL_START)
-        .trim_start_matches(SENTINEL_TAG)
         .chars()
         .take_while(char::is_ascii_digit)
         .collect();

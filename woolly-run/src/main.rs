@@ -25,6 +25,10 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Describe a GGUF model: architecture, dimensions, vocabulary, tensor types.
     Info(commands::info::InfoArgs),
+    /// Print the token ids of a text.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Measure prompt processing and generation speed, as llama-bench does.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() {
@@ -32,6 +36,8 @@ fn main() {
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("woolly-run: error: {e:#}");

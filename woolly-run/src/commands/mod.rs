@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod common;
 pub mod generate;
 pub mod info;
+pub mod tokenize;

@@ -1,0 +1,185 @@
+//! `woolly-run bench`: llama-bench's method and table.
+//!
+//! pp N: one batch of N random tokens into an empty context (prompt processing).
+//! tg N: N random tokens evaluated one at a time from an empty context (generation).
+//! Each test runs once to warm up, then `-r` times; the table shows mean +- stddev t/s.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use woolly_model::{BatchToken, KvType, Model};
+
+use crate::model_arg;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Output {
+    /// A markdown table, like llama-bench.
+    Md,
+    /// One JSON object.
+    Json,
+}
+
+/// Arguments of `woolly-run bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The GGUF model (default: SmolLM2-135M-Instruct).
+    #[arg(short, long, value_name = "MODEL")]
+    model: Option<PathBuf>,
+    /// Prompt-processing test size (0: skip).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_name = "N",
+        default_value_t = 512
+    )]
+    n_prompt: usize,
+    /// Generation test size (0: skip).
+    #[arg(short = 'n', long = "n-gen", value_name = "N", default_value_t = 128)]
+    n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(
+        short = 'r',
+        long = "repetitions",
+        value_name = "N",
+        default_value_t = 5
+    )]
+    reps: usize,
+    /// Thread counts to test, comma separated.
+    #[arg(
+        short = 't',
+        long = "threads",
+        value_name = "N,..",
+        value_delimiter = ','
+    )]
+    threads: Vec<usize>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
+    output: Output,
+}
+
+/// A small deterministic generator for the benchmark's random tokens (SplitMix64).
+struct TokenStream(u64);
+
+impl TokenStream {
+    fn next(&mut self, n_vocab: usize) -> u32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n_vocab as u64) as u32
+    }
+}
+
+fn mean_stddev(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// One timed run of a test: tokens per second.
+fn run_test(model: &Model, pp: bool, n: usize, rng: &mut TokenStream) -> anyhow::Result<f64> {
+    let n_vocab = model.config().n_vocab;
+    let mut kv = model.new_cache(1, n + 1, KvType::F16, u128::MAX)?;
+    let mut scratch = model.new_scratch(if pp { n } else { 1 }, n + 1);
+    let tokens: Vec<u32> = (0..n).map(|_| rng.next(n_vocab)).collect();
+    let t0 = Instant::now();
+    if pp {
+        let batch: Vec<BatchToken> = tokens
+            .iter()
+            .enumerate()
+            .map(|(pos, &token)| BatchToken {
+                token,
+                pos,
+                seq: 0,
+                logits: pos + 1 == n,
+            })
+            .collect();
+        model.forward(&batch, &mut kv, &mut scratch)?;
+    } else {
+        for (pos, &token) in tokens.iter().enumerate() {
+            model.forward(
+                &[BatchToken {
+                    token,
+                    pos,
+                    seq: 0,
+                    logits: true,
+                }],
+                &mut kv,
+                &mut scratch,
+            )?;
+        }
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Runs `woolly-run bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.reps == 0 {
+        bail!("-r/--repetitions must be at least 1");
+    }
+    let threads = if args.threads.is_empty() {
+        vec![num_cpus::get_physical()]
+    } else {
+        args.threads.clone()
+    };
+    if threads.contains(&0) {
+        bail!("-t/--threads: thread counts must be at least 1");
+    }
+    woolly_kernels::Isa::from_env()?;
+    let path = model_arg::resolve(args.model)?;
+    let model = Model::load(&path).with_context(|| format!("{}", path.display()))?;
+    let size = model.gguf().size();
+    let params: u64 = model.gguf().tensors().iter().map(|t| t.n_elements).sum();
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let isa = model.isa().as_str();
+
+    let mut results = Vec::new();
+    for &t in &threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
+        for (pp, n) in [(true, args.n_prompt), (false, args.n_gen)] {
+            if n == 0 {
+                continue;
+            }
+            let test = format!("{}{n}", if pp { "pp" } else { "tg" });
+            let mut rng = TokenStream(42);
+            let xs = pool.install(|| -> anyhow::Result<Vec<f64>> {
+                run_test(&model, pp, n, &mut rng)?; // warm-up
+                (0..args.reps)
+                    .map(|_| run_test(&model, pp, n, &mut rng))
+                    .collect()
+            })?;
+            let (mean, sd) = mean_stddev(&xs);
+            if matches!(args.output, Output::Md) && results.is_empty() {
+                println!("| model | size | params | isa | threads | test | t/s |");
+                println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+            }
+            if matches!(args.output, Output::Md) {
+                println!(
+                    "| {name} | {:.2} MiB | {:.2} M | {isa} | {t} | {test} | {mean:.2} ± {sd:.2} |",
+                    size as f64 / (1 << 20) as f64,
+                    params as f64 / 1e6
+                );
+            }
+            results.push(json!({"test": test, "threads": t, "tps": mean, "stddev": sd}));
+        }
+    }
+    if matches!(args.output, Output::Json) {
+        println!(
+            "{}",
+            json!({"engine": "woolly", "model": name, "size_bytes": size, "isa": isa, "results": results})
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! `woolly-run generate` and `tokenize`, and the errors a person can act on, driven
+//! through the real binary.
+
+use std::io::Read;
+use std::process::Stdio;
+
+use assert_cmd::Command;
+use woolly_model::gguf::Value;
+use woolly_model::gguf::writer::GgufWriter;
+use woolly_model::paths::conformance_file;
+
+fn woolly() -> Command {
+    Command::cargo_bin("woolly-run").unwrap()
+}
+
+fn tiny() -> String {
+    conformance_file("models/tiny-q4km.gguf")
+        .display()
+        .to_string()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Runs a command expected to fail; returns its stderr, checked to be one line.
+fn one_line_error(cmd: &mut Command) -> String {
+    let out = cmd.assert().failure().get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn greedy_generation_reports_json_with_every_key() {
+    let out = woolly()
+        .args([
+            "generate",
+            "-m",
+            &tiny(),
+            "-p",
+            "The capital of France is",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    for key in [
+        "text",
+        "prompt_tokens",
+        "generated_tokens",
+        "load_ms",
+        "prompt_tps",
+        "gen_tps",
+        "isa",
+        "threads",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    // The golden tokenization of this prompt, BOS included (tiny-q4km adds BOS).
+    assert_eq!(
+        v["prompt_tokens"],
+        serde_json::json!([1, 450, 7483, 310, 3444, 338])
+    );
+    // llama.cpp's greedy continuation starts with these tokens (golden case 0).
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(conformance_file("golden/tiny-q4km.golden.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v["generated_tokens"].as_array().unwrap()[..4],
+        golden["cases"][0]["greedy"].as_array().unwrap()[..4]
+    );
+}
+
+#[test]
+fn same_seed_same_output() {
+    let run = |seed: &str| {
+        let out = woolly()
+            .args([
+                "generate",
+                "-m",
+                &tiny(),
+                "-p",
+                "Once upon a time",
+                "-n",
+                "12",
+                "--seed",
+                seed,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        json_of(&out)["generated_tokens"].clone()
+    };
+    assert_eq!(run("7"), run("7"));
+}
+
+#[test]
+fn prompt_file_is_taken_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prompt.txt");
+    std::fs::write(&path, "Hello there \n").unwrap();
+    let ids = |args: &[&str]| {
+        let out = woolly()
+            .args(["tokenize", "-m", &tiny()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let from_file = ids(&["-f", path.to_str().unwrap()]);
+    assert_eq!(from_file, ids(&["-p", "Hello there \n"]));
+    assert_ne!(
+        from_file,
+        ids(&["-p", "Hello there"]),
+        "trailing space and newline count"
+    );
+}
+
+#[test]
+fn tokenize_parses_special_tokens_only_when_asked() {
+    let vocab = conformance_file("vocab/ggml-vocab-llama-bpe.gguf")
+        .display()
+        .to_string();
+    let run = |extra: &[&str]| {
+        let out = woolly()
+            .args([
+                "tokenize",
+                "-m",
+                &vocab,
+                "-p",
+                "<|begin_of_text|>",
+                "--no-bos",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    assert_eq!(run(&["--special"]), "128000");
+    assert_ne!(run(&[]), "128000");
+}
+
+#[test]
+fn errors_are_one_line_and_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_gguf = dir.path().join("x.gguf");
+    std::fs::write(&not_gguf, b"not a model").unwrap();
+    let mut w = GgufWriter::new();
+    w.kv("general.architecture", Value::String("gpt2".into()));
+    let gpt2 = dir.path().join("gpt2.gguf");
+    w.write(&gpt2).unwrap();
+    let generate = |model: &str| {
+        let mut c = woolly();
+        c.args(["generate", "-m", model, "-p", "hi", "-n", "1"]);
+        c
+    };
+
+    assert!(one_line_error(&mut generate("/no/such/file.gguf")).contains("/no/such/file.gguf"));
+    assert!(one_line_error(&mut generate(not_gguf.to_str().unwrap())).contains("not a GGUF file"));
+    assert!(
+        one_line_error(&mut generate(gpt2.to_str().unwrap()))
+            .contains("unsupported architecture \"gpt2\"")
+    );
+    let long = "word ".repeat(50);
+    let err =
+        one_line_error(woolly().args(["generate", "-m", &tiny(), "-p", &long, "--ctx", "16"]));
+    assert!(err.contains("longer than the context of 16"), "{err}");
+    let err = one_line_error(generate(&tiny()).args(["--temp", "-1"]));
+    assert!(err.contains("temperature"), "{err}");
+    let err = one_line_error(generate(&tiny()).args(["--top-p", "1.5"]));
+    assert!(err.contains("top_p"), "{err}");
+    let err = one_line_error(generate(&tiny()).env("WOOLLY_ISA", "neon"));
+    assert!(err.contains("neon"), "{err}");
+    let err = one_line_error(generate(&tiny()).env("WOOLLY_ISA", "sse9"));
+    assert!(err.contains("sse9"), "{err}");
+}
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let bin = assert_cmd::cargo::cargo_bin("woolly-run");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "generate",
+            "-m",
+            &tiny(),
+            "-p",
+            "Once",
+            "-n",
+            "200",
+            "--ignore-eos",
+            "--temp",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}
