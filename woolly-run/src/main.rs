@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Continue a prompt, streaming the generated text to stdout.
     Generate(commands::generate::GenerateArgs),
+    /// Chat with a model, turn by turn, using its own chat template.
+    Chat(commands::chat::ChatArgs),
     /// Describe a GGUF model: architecture, dimensions, vocabulary, tensor types.
     Info(commands::info::InfoArgs),
     /// Print the token ids of a text.
@@ -35,6 +37,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
+        Command::Chat(args) => commands::chat::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Bench(args) => commands::bench::run(args),
