@@ -76,6 +76,8 @@ pub struct Scratch {
     /// (rope_dim / 2,) cos and sin of one position.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
+    /// (sequence, next position) per sequence of the batch being validated.
+    seq_next: Vec<(usize, usize)>,
     /// Buffers of the projections.
     lin: LinearScratch,
     /// (n_logits, n_embd) final hidden states of the tokens that want logits.
@@ -103,6 +105,7 @@ impl Scratch {
             qbuf: vec![0.0; cfg.head_dim],
             rope_cos: vec![0.0; cfg.rope_dim / 2],
             rope_sin: vec![0.0; cfg.rope_dim / 2],
+            seq_next: Vec::with_capacity(n),
             lin: LinearScratch::default(),
             hidden: Vec::new(),
             logits: Vec::new(),
@@ -240,11 +243,13 @@ fn silu(x: f32) -> f32 {
 }
 
 /// Checks the batch against the cache before anything changes.
+/// `next` is scratch space: (sequence, next position) of each sequence seen so far.
 fn validate(
     model: &Model,
     batch: &[BatchToken],
     kv: &KvCache,
     max: usize,
+    next: &mut Vec<(usize, usize)>,
 ) -> Result<(), ForwardError> {
     if batch.is_empty() || batch.len() > max {
         return Err(ForwardError::BatchSize {
@@ -253,7 +258,7 @@ fn validate(
         });
     }
     let n_vocab = model.config().n_vocab;
-    let mut next: Vec<(usize, usize)> = Vec::new(); // (seq, next position) seen so far
+    next.clear();
     for t in batch {
         if t.token as usize >= n_vocab {
             return Err(ForwardError::BadToken {
@@ -291,7 +296,7 @@ pub fn forward(
     kv: &mut KvCache,
     s: &mut Scratch,
 ) -> Result<(), ForwardError> {
-    validate(model, batch, kv, s.max_batch)?;
+    validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
     let cfg = model.config();
     let w = model.weights();
     let n = batch.len();

@@ -4,6 +4,7 @@
 //! - [`tokenizer`]: SentencePiece and byte-level BPE tokenizers from GGUF metadata.
 //! - [`fetch`] and [`paths`]: the model cache and the conformance pack.
 
+pub mod batching;
 pub mod chat;
 pub mod config;
 pub mod fetch;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod paths;
 pub mod sampling;
 pub mod session;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod weights;
 

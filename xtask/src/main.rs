@@ -2,8 +2,12 @@
 //!
 //! - `ci`: every test suite, ending with one summary line (passed, failed, skipped).
 //! - `fetch-model NAME`: download a known model into the cache (`smollm2`).
+//! - `make-model`: a Llama GGUF with random weights at a real shape, for benchmarks.
+//! - `test --aarch64`: the kernel and model suites under qemu.
 
+mod aarch64;
 mod ci;
+mod make_model;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -19,6 +23,30 @@ struct Cli {
 enum Cmd {
     /// Run every test suite, as CI does, and print a summary line.
     Ci,
+    /// Run test suites; `--aarch64`: woolly-kernels and woolly-model under qemu (NEON).
+    Test {
+        /// Cross-build for aarch64 and run under qemu-user, with and without dotprod.
+        #[arg(long)]
+        aarch64: bool,
+    },
+    /// Write a Llama GGUF with seeded random weights at a real model shape.
+    MakeModel {
+        /// tiny, tinyllama, llama7b or llama8b.
+        #[arg(long)]
+        shape: String,
+        /// q4_k_m, q8_0 or f16.
+        #[arg(long = "type", default_value = "q4_k_m")]
+        ty: String,
+        /// A GGUF whose vocabulary and tokenizer to use (a vocab-only file is enough).
+        #[arg(long)]
+        vocab_from: std::path::PathBuf,
+        /// Where to write the model.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Seed of the weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Download a known model into the cache (sha256-checked).
     FetchModel {
         /// The model's short name: smollm2.
@@ -29,6 +57,17 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Ci => ci::run(),
+        Cmd::Test { aarch64: true } => aarch64::run(),
+        Cmd::Test { aarch64: false } => {
+            bail!("cargo xtask test: pass --aarch64 (the host suites run in cargo xtask ci)")
+        }
+        Cmd::MakeModel {
+            shape,
+            ty,
+            vocab_from,
+            out,
+            seed,
+        } => make_model::run(&shape, &ty, &vocab_from, &out, seed),
         Cmd::FetchModel { name } => {
             let Some(model) = woolly_model::fetch::known_model(&name) else {
                 let known: Vec<_> = woolly_model::fetch::KNOWN_MODELS
