@@ -100,7 +100,15 @@ pub fn run() -> anyhow::Result<()> {
     step(
         &mut tally,
         "conformance on scalar kernels",
-        &["test", "-p", "woolly-model", "--test", "conformance", "--", "--nocapture"],
+        &[
+            "test",
+            "-p",
+            "woolly-model",
+            "--test",
+            "conformance",
+            "--",
+            "--nocapture",
+        ],
         &[("WOOLLY_ISA", "scalar")],
     )?;
 

@@ -2,10 +2,12 @@
 //!
 //! - `ci`: every test suite, ending with one summary line (passed, failed, skipped).
 //! - `fetch-model NAME`: download a known model into the cache (`smollm2`).
+//! - `bench [--quick]`: benchmarks, side by side with llama.cpp when installed.
 //! - `make-model`: a Llama GGUF with random weights at a real shape, for benchmarks.
 //! - `test --aarch64`: the kernel and model suites under qemu.
 
 mod aarch64;
+mod bench;
 mod ci;
 mod make_model;
 
@@ -28,6 +30,18 @@ enum Cmd {
         /// Cross-build for aarch64 and run under qemu-user, with and without dotprod.
         #[arg(long)]
         aarch64: bool,
+    },
+    /// Benchmarks: kernels, end-to-end pp/tg, DRAM roofline, llama.cpp side by side.
+    Bench {
+        /// Smaller tests, fewer repetitions, no criterion run.
+        #[arg(long)]
+        quick: bool,
+        /// Also benchmark the llama7b shape.
+        #[arg(long)]
+        llama7b: bool,
+        /// Thread counts, comma separated (default: the physical cores).
+        #[arg(short, long, value_delimiter = ',')]
+        threads: Vec<usize>,
     },
     /// Write a Llama GGUF with seeded random weights at a real model shape.
     MakeModel {
@@ -61,6 +75,19 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { aarch64: false } => {
             bail!("cargo xtask test: pass --aarch64 (the host suites run in cargo xtask ci)")
         }
+        Cmd::Bench {
+            quick,
+            llama7b,
+            threads,
+        } => bench::run(bench::BenchOptions {
+            quick,
+            llama7b,
+            threads: if threads.is_empty() {
+                vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+            } else {
+                threads
+            },
+        }),
         Cmd::MakeModel {
             shape,
             ty,
