@@ -102,8 +102,7 @@ pub fn run() -> anyhow::Result<()> {
         "conformance on scalar kernels",
         &[
             "test",
-            "-p",
-            "woolly-model",
+            "--workspace",
             "--test",
             "conformance",
             "--",
