@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod model_arg;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Measure prompt processing and generation speed, as llama-bench does.
     Bench(commands::bench::BenchArgs),
+    /// Serve an OpenAI-compatible HTTP API, batching concurrent requests.
+    Serve(serve::ServeArgs),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         Command::Info(args) => commands::info::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     if let Err(e) = result {
         eprintln!("woolly-run: error: {e:#}");

@@ -28,3 +28,23 @@ fn two_turn_chat_in_a_terminal() {
     p.send_line("/exit").unwrap();
     p.exp_eof().unwrap();
 }
+
+#[test]
+fn ctrl_c_stops_the_answer_but_not_the_chat() {
+    let tiny = woolly_model::paths::conformance_file("models/tiny-q4km.gguf");
+    let bin = assert_cmd::cargo::cargo_bin("woolly-run");
+    let mut cmd = std::process::Command::new(bin);
+    // Random weights rarely produce an end token: the answer runs until stopped.
+    cmd.arg("chat")
+        .arg("-m")
+        .arg(&tiny)
+        .args(["--temp", "0", "-n", "100000", "--ctx", "4096"]);
+    let mut p = spawn_command(cmd, Some(60_000)).expect("spawn woolly-run chat in a pty");
+    p.exp_string("> ").unwrap();
+    p.send_line("Tell me a very long story.").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    p.send_control('c').unwrap();
+    p.exp_regex(r"\n> ").unwrap(); // the prompt is back: the chat goes on
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}

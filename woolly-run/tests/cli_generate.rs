@@ -225,3 +225,115 @@ fn a_closed_stdout_pipe_ends_quietly() {
         "{err}"
     );
 }
+
+#[test]
+fn context_limits_are_checked_before_allocating() {
+    // More than the model was trained for: a warning, and it runs.
+    let out = woolly()
+        .args([
+            "generate",
+            "-m",
+            &tiny(),
+            "-p",
+            "hi",
+            "-n",
+            "2",
+            "--ctx",
+            "8192",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("larger than the 4096 tokens the model was trained on"),
+        "{err}"
+    );
+    // More than memory allows: refused with the figure, before allocating (after the
+    // warning above).
+    let out = woolly()
+        .args(["generate", "-m", &tiny(), "-p", "hi", "--ctx", "4000000000"])
+        .assert()
+        .failure()
+        .get_output()
+        .clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or("");
+    assert!(
+        last.contains("KV cache") && last.contains("7812500 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unsupported_tensor_type_is_named() {
+    let mut bytes = std::fs::read(conformance_file("models/tiny-q4km.gguf")).unwrap();
+    // Rewrite the type id of the first Q4_K tensor (12) to IQ2_XXS (16).
+    let file = woolly_model::gguf::GgufFile::from_bytes(bytes.clone()).unwrap();
+    let name = &file
+        .tensors()
+        .iter()
+        .find(|t| t.ty == woolly_kernels::GgmlType::Q4K)
+        .unwrap()
+        .name;
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap()
+        + name.len();
+    let n_dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let ty_at = at + 4 + 8 * n_dims;
+    assert_eq!(
+        u32::from_le_bytes(bytes[ty_at..ty_at + 4].try_into().unwrap()),
+        12
+    );
+    bytes[ty_at..ty_at + 4].copy_from_slice(&16u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iq2.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let err = one_line_error(woolly().args(["generate", "-m", path.to_str().unwrap(), "-p", "hi"]));
+    assert!(
+        err.contains(name.as_str()) && err.contains("type id 16"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigint_during_generate_ends_cleanly_with_the_output_flushed() {
+    let bin = assert_cmd::cargo::cargo_bin("woolly-run");
+    let mut child = std::process::Command::new(bin)
+        .args([
+            "generate",
+            "-m",
+            &tiny(),
+            "-p",
+            "Once",
+            "-n",
+            "100000",
+            "--ignore-eos",
+            "--temp",
+            "0",
+            "--ctx",
+            "4096",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap(); // it is generating
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(err.contains("generated"), "timings still printed: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test) of `woolly-run serve`'s continuous batching.
+
+    python3 woolly-run/tests/serve_bench.py --bin target/release/woolly-run \
+        --model ~/.cache/woolly/models/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 2] [--tokens 64]
+
+Measures, with the official `openai` client over loopback, aggregate generated tokens/s
+with 1 stream and with 8 concurrent streams (each request generates exactly --tokens
+tokens: ignore_eos), and the p50/p99 time to first token and time between tokens under
+the 8-stream load. Prints one JSON object at the end.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from openai_client import Server  # noqa: E402
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def one(c, model, i, n):
+    t0 = time.perf_counter()
+    ttft, last, gaps, tokens = None, None, [], 0
+    stream = c.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": f"Write a long story about a cat named {i}."}],
+        max_tokens=n,
+        seed=i,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    for chunk in stream:
+        now = time.perf_counter()
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+        for ch in chunk.choices:
+            if ch.delta.content:
+                if ttft is None:
+                    ttft = now - t0
+                else:
+                    gaps.append(now - last)
+                last = now
+    return ttft, gaps, tokens
+
+
+def run(s, streams, requests, n):
+    c = s.client()
+    model = c.models.list().data[0].id
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(streams) as pool:
+        res = list(pool.map(lambda i: one(c, model, i, n), range(requests)))
+    wall = time.perf_counter() - t0
+    tokens = sum(r[2] for r in res)
+    ttft = [r[0] for r in res if r[0] is not None]
+    gaps = [g for r in res for g in r[1]]
+    return {
+        "streams": streams,
+        "requests": requests,
+        "tokens": tokens,
+        "wall_s": round(wall, 2),
+        "tok_per_s": round(tokens / wall, 2),
+        "ttft_p50_ms": round(pct(ttft, 50) * 1e3, 1),
+        "ttft_p99_ms": round(pct(ttft, 99) * 1e3, 1),
+        "itl_p50_ms": round(pct(gaps, 50) * 1e3, 1),
+        "itl_p99_ms": round(pct(gaps, 99) * 1e3, 1),
+        "itl_mean_ms": round(statistics.mean(gaps) * 1e3, 1),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--threads", default="2")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--requests", type=int, default=16, help="requests in the 8-stream run")
+    a = ap.parse_args()
+    s = Server(a.bin, a.model, ["--ctx", "1024", "--parallel", "8", "--threads", a.threads])
+    try:
+        run(s, 1, 1, 8)  # warm-up
+        single = run(s, 1, 3, a.tokens)
+        eight = run(s, 8, a.requests, a.tokens)
+    finally:
+        s.stop()
+    out = {"single": single, "eight": eight, "ratio": round(eight["tok_per_s"] / single["tok_per_s"], 2)}
+    for k in ("single", "eight"):
+        print(k, out[k], file=sys.stderr)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
