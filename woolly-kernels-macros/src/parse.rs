@@ -86,6 +86,68 @@ pub struct Dims {
     pub values: Vec<Vec<LitInt>>,
     /// Where the attribute's `dims` keyword is, for errors about it as a whole.
     pub span: Span,
+    /// The `specialize.toml` the values came from, if any (the expansion
+    /// `include_bytes!`s it so cargo rebuilds when it changes).
+    pub source: Option<String>,
+}
+
+/// The file `dims(D = spec("key"), dyn)` reads, relative to the crate's manifest.
+pub const SPECIALIZE_FILE: &str = "specialize.toml";
+
+/// Parses the subset of TOML `specialize.toml` uses: `# comments` and lines
+/// `key = [1, 2, 3]`.
+pub fn parse_specialize(text: &str) -> Result<Vec<(String, Vec<usize>)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let err = || format!("line {}: expected `key = [1, 2, ...]`, got `{line}`", i + 1);
+        let (key, list) = line.split_once('=').ok_or_else(err)?;
+        let list = list.trim();
+        let inner = list
+            .strip_prefix('[')
+            .and_then(|l| l.strip_suffix(']'))
+            .ok_or_else(err)?;
+        let values = inner
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| v.replace('_', "").parse::<usize>().map_err(|_| err()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if values.contains(&0) {
+            return Err(format!("line {}: a dimension cannot be 0", i + 1));
+        }
+        out.push((key.trim().to_owned(), values));
+    }
+    Ok(out)
+}
+
+/// The values of `key` in the crate's `specialize.toml`, and the file's path.
+fn spec_values(key: &syn::LitStr) -> syn::Result<(Vec<LitInt>, String)> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .map_err(|_| syn::Error::new(key.span(), "CARGO_MANIFEST_DIR is not set"))?;
+    let path = std::path::Path::new(&dir).join(SPECIALIZE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| syn::Error::new(key.span(), format!("cannot read {}: {e}", path.display())))?;
+    let table = parse_specialize(&text)
+        .map_err(|e| syn::Error::new(key.span(), format!("{}: {e}", path.display())))?;
+    let values = table
+        .into_iter()
+        .find(|(k, _)| *k == key.value())
+        .map(|(_, v)| v)
+        .ok_or_else(|| {
+            syn::Error::new(
+                key.span(),
+                format!("{} has no `{}` list", path.display(), key.value()),
+            )
+        })?;
+    let lits = values
+        .iter()
+        .map(|v| LitInt::new(&v.to_string(), key.span()))
+        .collect();
+    Ok((lits, path.display().to_string()))
 }
 
 /// The parsed `#[kernel(...)]` options.
@@ -138,9 +200,33 @@ fn parse_dims(input: ParseStream, span: Span) -> syn::Result<Dims> {
         vec![content.parse()?]
     };
     content.parse::<Token![=]>()?;
+    let mut values = Vec::new();
+    let mut source = None;
+    if content.peek(Ident) {
+        // `spec("key")`: the values come from specialize.toml.
+        let kw: Ident = content.parse()?;
+        if kw != "spec" {
+            return Err(syn::Error::new(
+                kw.span(),
+                "expected `[...]` or `spec(\"key\")`",
+            ));
+        }
+        if tuple {
+            return Err(syn::Error::new(
+                kw.span(),
+                "`spec(...)` gives one list: use it with a single const parameter",
+            ));
+        }
+        let inner;
+        parenthesized!(inner in content);
+        let key: syn::LitStr = inner.parse()?;
+        let (lits, path) = spec_values(&key)?;
+        values = lits.into_iter().map(|l| vec![l]).collect();
+        source = Some(path);
+        return finish_dims(&content, names, values, span, source);
+    }
     let list;
     bracketed!(list in content);
-    let mut values = Vec::new();
     while !list.is_empty() {
         let tuple_span = list.span();
         let vals: Vec<LitInt> = if tuple {
@@ -176,6 +262,17 @@ fn parse_dims(input: ParseStream, span: Span) -> syn::Result<Dims> {
         }
         list.parse::<Token![,]>()?;
     }
+    finish_dims(&content, names, values, span, source)
+}
+
+/// Parses the mandatory `, dyn` after the values.
+fn finish_dims(
+    content: ParseStream,
+    names: Vec<Ident>,
+    values: Vec<Vec<LitInt>>,
+    span: Span,
+    source: Option<String>,
+) -> syn::Result<Dims> {
     // The generic variant is mandatory: it serves every model.
     let missing_dyn = || {
         syn::Error::new(
@@ -187,7 +284,7 @@ fn parse_dims(input: ParseStream, span: Span) -> syn::Result<Dims> {
         return Err(missing_dyn());
     }
     content.parse::<Token![,]>()?;
-    let kw = Ident::parse_any(&content).map_err(|_| missing_dyn())?;
+    let kw = Ident::parse_any(content).map_err(|_| missing_dyn())?;
     if kw != "dyn" {
         return Err(syn::Error::new(kw.span(), "expected `dyn`"));
     }
@@ -198,6 +295,7 @@ fn parse_dims(input: ParseStream, span: Span) -> syn::Result<Dims> {
         names,
         values,
         span,
+        source,
     })
 }
 

@@ -162,3 +162,37 @@ fn errors_are_spanned_at_the_user_tokens() {
     let err = expand(attr, rmsnorm_item()).unwrap_err();
     assert_eq!(format!("{:?}", err.span()), format!("{:?}", bad.span()));
 }
+
+#[test]
+fn specialize_toml_subset() {
+    use crate::parse::parse_specialize;
+    let t = parse_specialize("# dims\nhidden = [576, 2_048]  # SmolLM2, TinyLlama\n\nffn = []\n")
+        .unwrap();
+    assert_eq!(
+        t,
+        vec![
+            ("hidden".to_owned(), vec![576, 2048]),
+            ("ffn".to_owned(), vec![])
+        ]
+    );
+    assert!(
+        parse_specialize("hidden = 576")
+            .unwrap_err()
+            .contains("line 1")
+    );
+    assert!(
+        parse_specialize("hidden = [0]")
+            .unwrap_err()
+            .contains("cannot be 0")
+    );
+}
+
+#[test]
+fn spec_reads_the_crate_file() {
+    // This crate has no specialize.toml: the error names the file and points at the key.
+    let got = error(
+        quote!(isa(scalar), dims(D = spec("hidden"), dyn), reference = r),
+        rmsnorm_item(),
+    );
+    assert!(got.contains("specialize.toml"), "{got}");
+}

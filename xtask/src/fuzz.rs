@@ -95,7 +95,13 @@ fn workspace_root() -> PathBuf {
 fn nightly(dir: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("cargo");
     cmd.arg("+nightly").args(args).current_dir(dir);
-    for var in ["CARGO", "RUSTUP_TOOLCHAIN", "RUSTC", "RUSTDOC", "CARGO_TARGET_DIR"] {
+    for var in [
+        "CARGO",
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "CARGO_TARGET_DIR",
+    ] {
         cmd.env_remove(var);
     }
     cmd

@@ -2,6 +2,7 @@
 //!
 //! - `ci`: every test suite, ending with one summary line (passed, failed, skipped).
 //! - `fetch-model NAME`: download a known model into the cache (`smollm2`).
+//! - `fuzz [--time 60] [TARGET]`: the cargo-fuzz targets under `fuzz/`, each for `--time` s.
 //! - `bench [--quick]`: benchmarks, side by side with llama.cpp when installed.
 //! - `make-model`: a Llama GGUF with random weights at a real shape, for benchmarks.
 //! - `test --aarch64`: the kernel and model suites under qemu.
@@ -9,6 +10,7 @@
 mod aarch64;
 mod bench;
 mod ci;
+mod fuzz;
 mod make_model;
 
 use anyhow::{Context, bail};
@@ -61,6 +63,15 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Build and run the fuzz targets (nightly, cargo-fuzz), each for `--time` seconds.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// One target (gguf_load, tokenize, decode_stream, chat_template,
+        /// sampling_params); all when absent.
+        target: Option<String>,
+    },
     /// Download a known model into the cache (sha256-checked).
     FetchModel {
         /// The model's short name: smollm2.
@@ -95,6 +106,7 @@ fn main() -> anyhow::Result<()> {
             out,
             seed,
         } => make_model::run(&shape, &ty, &vocab_from, &out, seed),
+        Cmd::Fuzz { time, target } => fuzz::run(time, target),
         Cmd::FetchModel { name } => {
             let Some(model) = woolly_model::fetch::known_model(&name) else {
                 let known: Vec<_> = woolly_model::fetch::KNOWN_MODELS

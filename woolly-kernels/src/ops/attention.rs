@@ -64,7 +64,7 @@ fn attend<V: Simd, E: Elem, const HD: usize>(
 // against the f64 reference; outputs are convex combinations of values in [-1, 1].
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(HD = [64, 128], dyn),
+    dims(HD = spec("head_dim"), dyn),
     reference = crate::reference::attention,
     tolerance = rel(1e-5),
     cases = 32,
@@ -97,7 +97,7 @@ pub fn attention_f32<V: Simd, const HD: usize>(
 // Tolerance: as `attention_f32` (f16 -> f32 widening is exact).
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(HD = [64, 128], dyn),
+    dims(HD = spec("head_dim"), dyn),
     reference = crate::reference::attention_f16,
     tolerance = rel(1e-5),
     cases = 32,

@@ -13,7 +13,7 @@ use crate::simd::Simd;
 // that stays below 1e-4 * max(|dot|, 1).
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(D = [64, 128, 4096], dyn),
+    dims(D = spec("head_dim"), dyn),
     reference = crate::reference::dot_f32,
     tolerance = rel(1e-4),
     test(a = rng.f32s(D), b = rng.f32s(D)),
@@ -27,7 +27,7 @@ pub fn dot_f32<V: Simd, const D: usize>(v: V, a: &[f32], b: &[f32]) -> f32 {
 // Tolerance: as `dot_f32` (the f16 -> f32 widening is exact).
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(D = [64, 128, 4096], dyn),
+    dims(D = spec("head_dim"), dyn),
     reference = crate::reference::dot_f16,
     tolerance = rel(1e-4),
     test(a = rng.f16s(D), b = rng.f16s(D)),
@@ -42,7 +42,7 @@ pub fn dot_f16<V: Simd, const D: usize>(v: V, a: &[f16], b: &[f16]) -> f32 {
 // Tolerance: as `dot_f32`.
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(D = [576, 2048, 4096], dyn),
+    dims(D = spec("hidden"), dyn),
     reference = crate::reference::dot_f16_f32,
     tolerance = rel(1e-4),
     test(a = rng.f16s(D), b = rng.f32s(D)),

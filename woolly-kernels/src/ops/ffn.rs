@@ -7,12 +7,11 @@ use crate::simd::Simd;
 
 /// SwiGLU: `out = silu(gate) * up`.                     shapes: gate, up, out: (D,)
 ///
-/// Specialized for the FFN sizes of SmolLM2-135M (1536), TinyLlama (5632) and
-/// Llama 3.2 1B (8192).
+/// Specialized for the FFN sizes in `specialize.toml`.
 // Tolerance: the vector exp is within a few ulp, then one division and two products.
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(D = [1536, 5632, 8192], dyn),
+    dims(D = spec("ffn"), dyn),
     reference = crate::reference::swiglu,
     tolerance = rel(2e-6),
     test(gate = rng.f32s_in(D, -12.0, 12.0), up = rng.f32s(D), out = rng.f32s(D)),

@@ -102,6 +102,34 @@ fn weight_blocks<W: Block>(w: &[u8]) -> std::borrow::Cow<'_, [W]> {
     }
 }
 
+/// Little-endian float weights as a slice: borrowed when aligned, decoded otherwise.
+fn float_view<T: FloatBits, const N: usize>(
+    w: &[u8],
+    decode: fn([u8; N]) -> T,
+) -> std::borrow::Cow<'_, [T]> {
+    let (pre, mid, post) = {
+        // SAFETY: `T` is f32 or f16 (sealed below): plain data of size N, valid for every
+        // bit pattern, so any aligned run of initialised bytes is a valid `[T]`;
+        // `align_to` only hands out the aligned middle.
+        unsafe { w.align_to::<T>() }
+    };
+    if pre.is_empty() && post.is_empty() {
+        std::borrow::Cow::Borrowed(mid)
+    } else {
+        std::borrow::Cow::Owned(
+            w.chunks_exact(N)
+                .map(|c| decode(c.try_into().expect("N bytes")))
+                .collect(),
+        )
+    }
+}
+
+/// The float types [`float_view`] may reinterpret bytes as (little-endian targets
+/// only; `quant` refuses to compile on big-endian ones).
+trait FloatBits: Copy {}
+impl FloatBits for f32 {}
+impl FloatBits for f16 {}
+
 /// `y[b][r] = dot(w[r], xq[b])` for every row `r` and batch row `b`.
 /// shapes: w: (rows, cols / W::BLOCK_LEN); xq: (batch, cols / X::BLOCK_LEN);
 /// y: (batch, rows)
@@ -244,18 +272,12 @@ impl Kernels {
             }
             GgmlType::F32 => {
                 let f = self.dot_f32;
-                let w: Vec<f32> = w
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
+                let w = float_view(w, f32::from_le_bytes);
                 product_float(&|a: &[f32], b| f.call(a, b), &w, rows, x, y);
             }
             GgmlType::F16 => {
                 let f = self.dot_f16_f32;
-                let w: Vec<f16> = w
-                    .chunks_exact(2)
-                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
-                    .collect();
+                let w = float_view(w, f16::from_le_bytes);
                 product_float(&|a: &[f16], b| f.call(a, b), &w, rows, x, y);
             }
             other => return Err(MatvecError::UnsupportedType(other)),

@@ -8,14 +8,13 @@ use crate::simd::Simd;
 
 /// `y = x * w / sqrt(mean(x^2) + eps)`.                 shapes: x, w, y: (D,)
 ///
-/// Specialized for the hidden sizes of SmolLM2-135M (576), TinyLlama and Llama 3.2 1B
-/// (2048) and 7B-class models (4096).
+/// Specialized for the hidden sizes in `specialize.toml`.
 // Tolerance: the sum of squares is accumulated in f32 lanes against the reference's
 // f64; for D <= 4096 values of order 1 that is a relative error of a few 1e-7 in the
 // scale, plus one rounding per product.
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(D = [576, 2048, 4096], dyn),
+    dims(D = spec("hidden"), dyn),
     reference = crate::reference::rmsnorm,
     tolerance = rel(2e-6),
     test(x = rng.f32s(D), w = rng.f32s(D), eps = 1e-5, y = rng.f32s(D)),

@@ -21,7 +21,7 @@ pub const MAX_ROT_PAIRS: usize = 256;
 // Tolerance: products of values of order 1 rounded once or fused (FMA): a few ulp.
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    dims(HD = [64, 128], dyn),
+    dims(HD = spec("head_dim"), dyn),
     reference = crate::reference::rope,
     tolerance = rel(1e-6),
     test(
