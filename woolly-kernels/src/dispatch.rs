@@ -137,23 +137,13 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::OpInfo;
     use crate::testing::for_each_isa;
-
-    fn all_ops() -> Vec<&'static OpInfo> {
-        crate::ops::FLOAT_OPS
-            .iter()
-            .chain(qdot::QDOT_OPS)
-            .chain(quantize::QUANTIZE_OPS)
-            .copied()
-            .collect()
-    }
 
     /// Tidy: every op has a scalar generic variant, and every ISA an op lists covers
     /// every dimension it lists.
     #[test]
     fn registry_is_complete() {
-        for op in all_ops() {
+        for op in crate::registry::all_ops() {
             assert!(
                 op.variants
                     .iter()

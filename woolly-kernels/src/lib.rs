@@ -13,7 +13,7 @@
 //!   and benches.
 //! - [`ops`]: the kernels (`#[kernel]` bodies, hand-written ISA leaves, matvec).
 //! - [`dispatch`]: [`Kernels`], every op selected once for an ISA and model dims.
-//! - [`reference`]: the scalar oracles, written for clarity.
+//! - [`reference`](mod@reference): the scalar oracles, written for clarity.
 //! - [`testing`]: the shared test runner (skips, `WOOLLY_REQUIRE_ISA`, tolerances).
 
 // Generated code names this crate `::woolly_kernels`, also from inside it.

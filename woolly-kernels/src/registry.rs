@@ -2,7 +2,10 @@
 //! read by dispatch (`select`), by the generated tests and by the benchmarks.
 //!
 //! Each `#[kernel]` op owns a typed `ENTRIES` slice (its fn pointer type is the op's own
-//! signature); [`ALL_OPS`] lists every op's [`OpInfo`] for tidy checks and benches.
+//! signature); [`all_ops`] lists every op's [`OpInfo`] for tidy checks and benches.
+//! (Each `ops` module keeps a list of its ops' `INFO`s; a proc-macro cannot collect
+//! items across the crate without a linker-section crate, which is not worth a
+//! dependency yet. The tidy test in `dispatch` checks what the lists contain.)
 
 use crate::isa::Isa;
 
@@ -62,4 +65,13 @@ pub fn find<F>(entries: &'static [Entry<F>], isa: Isa, dims: &[usize]) -> &'stat
         "kernel {}: no scalar generic variant",
         entries.first().map_or("?", |e| e.op)
     )
+}
+
+/// Every `#[kernel]` op of this crate.
+pub fn all_ops() -> impl Iterator<Item = &'static OpInfo> {
+    crate::ops::FLOAT_OPS
+        .iter()
+        .chain(crate::ops::qdot::QDOT_OPS)
+        .chain(crate::ops::quantize::QUANTIZE_OPS)
+        .copied()
 }

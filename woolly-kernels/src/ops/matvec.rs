@@ -416,6 +416,37 @@ mod tests {
         }
     }
 
+    /// Against the f32 product of the unquantized weights and activations, held to
+    /// ggml's `test-quantize-fns` bound: |error| / cols <= MAX_DOT_PRODUCT_ERROR (0.02;
+    /// ggml's data are `0.1 + 2 cos(i)`, ours uniform in +-[1/16, 1]).
+    #[test]
+    fn every_type_is_within_ggml_dot_product_error() {
+        let mut rng = TestRng::new(14);
+        let (rows, cols) = (16, 1024);
+        for ty in [
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::Q8_0,
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_1,
+            GgmlType::F16,
+        ] {
+            let wf = rng.f32s(rows * cols);
+            let x = rng.f32s(cols);
+            let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+            quant::quantize_row(ty, &wf, &mut w).unwrap();
+            let mut y = vec![0.0; rows];
+            matvec(ty, &w, rows, cols, &x, &mut y).unwrap();
+            for r in 0..rows {
+                let want = crate::reference::dot_f32(&wf[r * cols..][..cols], &x);
+                let err = (y[r] - want).abs() / cols as f32;
+                assert!(err <= 0.02, "{ty} row {r}: {} vs {want}", y[r]);
+            }
+        }
+    }
+
     #[test]
     fn matvec_is_close_to_the_f32_product() {
         // Q8_0 weights and activations: each product is within ggml's bounds of f32.

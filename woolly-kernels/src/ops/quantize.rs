@@ -131,7 +131,7 @@ pub fn quantize_q8_0<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
-/// Reference for [`rmsnorm_q8k`]: the reference RMSNorm, then the reference quantizer.
+/// Reference for [`rmsnorm_q8k`](fn@rmsnorm_q8k): the reference RMSNorm, then the reference quantizer.
 /// shapes: x, w: (n,); out: (n / 256,)
 pub fn reference_rmsnorm_q8k(x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8K]) {
     let mut y = vec![0.0; x.len()];
