@@ -120,7 +120,17 @@ pub fn load(args: &RunArgs) -> anyhow::Result<Loaded> {
     woolly_kernels::Isa::from_env()?;
     let path = model_arg::resolve(args.model.clone())?;
     let t0 = Instant::now();
-    let model = Model::load(&path).with_context(|| format!("{}", path.display()))?;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(format!("loading {}", path.display()));
+        s.enable_steady_tick(std::time::Duration::from_millis(100));
+        s
+    });
+    let model = Model::load(&path).with_context(|| format!("{}", path.display()));
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let model = model?;
     Ok(Loaded {
         model,
         load_ms: t0.elapsed().as_secs_f64() * 1e3,
