@@ -111,6 +111,9 @@ pub fn run() -> anyhow::Result<()> {
         &[("WOOLLY_ISA", "scalar")],
     )?;
 
+    // NEON for real: the kernel and model suites under qemu, with and without dotprod.
+    step(&mut tally, "aarch64 under qemu", &["xtask", "test", "--aarch64"], &[])?;
+
     if !tally.failed_steps.is_empty() {
         eprintln!("xtask ci: failing steps: {}", tally.failed_steps.join(", "));
     }
