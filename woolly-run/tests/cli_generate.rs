@@ -24,6 +24,29 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// `woolly-run generate` on the tiny model, asked for far more tokens than a test
+/// waits for, with stdout and stderr piped.
+fn spawn_endless_generate() -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("woolly-run"))
+        .args([
+            "generate",
+            "-m",
+            &tiny(),
+            "-p",
+            "Once",
+            "-n",
+            "100000",
+            "--ignore-eos",
+            "--temp",
+            "0",
+        ])
+        .args(["--ctx", "4096"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// Runs a command expected to fail; returns its stderr, checked to be one line.
 fn one_line_error(cmd: &mut Command) -> String {
     let out = cmd.assert().failure().get_output().clone();
@@ -197,24 +220,7 @@ fn errors_are_one_line_and_nonzero() {
 
 #[test]
 fn a_closed_stdout_pipe_ends_quietly() {
-    let bin = assert_cmd::cargo::cargo_bin("woolly-run");
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "generate",
-            "-m",
-            &tiny(),
-            "-p",
-            "Once",
-            "-n",
-            "200",
-            "--ignore-eos",
-            "--temp",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_endless_generate();
     let mut first = [0u8; 10];
     child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
     let out = child.wait_with_output().unwrap();
@@ -301,26 +307,7 @@ fn an_unsupported_tensor_type_is_named() {
 
 #[test]
 fn sigint_during_generate_ends_cleanly_with_the_output_flushed() {
-    let bin = assert_cmd::cargo::cargo_bin("woolly-run");
-    let mut child = std::process::Command::new(bin)
-        .args([
-            "generate",
-            "-m",
-            &tiny(),
-            "-p",
-            "Once",
-            "-n",
-            "100000",
-            "--ignore-eos",
-            "--temp",
-            "0",
-            "--ctx",
-            "4096",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_endless_generate();
     let mut stdout = child.stdout.take().unwrap();
     let mut first = [0u8; 16];
     stdout.read_exact(&mut first).unwrap(); // it is generating
