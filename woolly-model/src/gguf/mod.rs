@@ -282,14 +282,20 @@ fn read_tensor_info(
             format!("unknown or unsupported type id {type_id}"),
         )
     })?;
-    let row_bytes = ty.row_bytes(dims[0]).ok_or_else(|| {
-        GgufError::malformed(
+    if dims[0] % ty.block_len() as u64 != 0 {
+        return Err(GgufError::malformed(
             field("dimension 0"),
             format!(
                 "row length {} is not a multiple of the {ty} block size {}",
                 dims[0],
                 ty.block_len()
             ),
+        ));
+    }
+    let row_bytes = ty.row_bytes(dims[0]).ok_or_else(|| {
+        GgufError::malformed(
+            field("dimensions"),
+            format!("{dims:?} of {ty} overflows a byte size"),
         )
     })?;
     let n_bytes = row_bytes.checked_mul(n_elements / dims[0]).ok_or_else(|| {
