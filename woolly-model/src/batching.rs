@@ -357,7 +357,7 @@ struct Job {
 struct Slot {
     /// Tokens whose keys and values are in the slot, in order. (len(seq),)
     tokens: Vec<u32>,
-    /// Step at which the slot was last given out (for least-recently-used ties).
+    /// When the slot was last given out, on the scheduler's clock (least-recently-used ties).
     last_used: u64,
     job: Option<Job>,
 }
@@ -376,7 +376,8 @@ pub struct Scheduler {
     batch: Vec<BatchToken>,
     /// Slot of each batch token that asked for logits, in batch order.
     logit_slots: Vec<usize>,
-    step: u64,
+    /// Counts slot assignments: the clock of `Slot::last_used`.
+    clock: u64,
     /// Slot where the next round of prompt chunks starts (fairness between prompts).
     prefill_turn: usize,
     stopping: bool,
@@ -435,7 +436,7 @@ impl Scheduler {
             stats,
             batch: Vec::with_capacity(opts.max_batch_tokens),
             logit_slots: Vec::new(),
-            step: 0,
+            clock: 0,
             prefill_turn: 0,
             stopping: false,
         };
@@ -550,8 +551,8 @@ impl Scheduler {
             let slot = &mut self.slots[i];
             slot.tokens.truncate(keep);
             self.kv.truncate(i, keep);
-            self.step += 1;
-            slot.last_used = self.step;
+            self.clock += 1;
+            slot.last_used = self.clock;
             self.stats.active.fetch_add(1, Ordering::SeqCst);
             self.stats
                 .cached_prompt_tokens

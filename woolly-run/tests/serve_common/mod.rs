@@ -2,7 +2,7 @@
 //! port and talk HTTP/1.1 to it over a plain socket (no client library to hide what goes
 //! over the wire).
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test crate uses a different part")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -243,10 +243,7 @@ pub fn parse_reply(raw: &[u8]) -> Reply {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16)
             .expect("chunk size");
         if size == 0 {
