@@ -112,7 +112,20 @@ pub fn run() -> anyhow::Result<()> {
     )?;
 
     // NEON for real: the kernel and model suites under qemu, with and without dotprod.
-    step(&mut tally, "aarch64 under qemu", &["xtask", "test", "--aarch64"], &[])?;
+    step(
+        &mut tally,
+        "aarch64 under qemu",
+        &["xtask", "test", "--aarch64"],
+        &[],
+    )?;
+
+    // Every fuzz target for 60 s (cargo-fuzz on nightly; installed when missing).
+    step(
+        &mut tally,
+        "fuzz targets",
+        &["xtask", "fuzz", "--time", "60"],
+        &[],
+    )?;
 
     if !tally.failed_steps.is_empty() {
         eprintln!("xtask ci: failing steps: {}", tally.failed_steps.join(", "));
