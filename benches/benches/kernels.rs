@@ -258,11 +258,47 @@ fn matvec_q4k(c: &mut Criterion) {
     g.finish();
 }
 
+/// SmolLM2-135M's projections (Q4_1 weights, Q8_0 output), one token, in cache: a
+/// Q4_1 matvec of 576 x 1536 (FFN down) and 1536 x 576 (FFN gate/up) and the Q8_0
+/// 49152 x 576 output projection, per ISA, single-threaded, throughput in weight bytes.
+fn matvec_smollm2(c: &mut Criterion) {
+    let mut rng = TestRng::new(4);
+    let shapes = [
+        (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q4_1, 1536, 576),
+        (GgmlType::Q8_0, 49152, 576),
+    ];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for (ty, rows, cols) in shapes {
+        let wf = rng.f32s(rows * cols);
+        let bytes = ty.row_bytes(cols as u64).unwrap() as usize * rows;
+        let mut w = vec![0u8; bytes];
+        quant::quantize_row(ty, &wf, &mut w).unwrap();
+        let x = rng.f32s(cols);
+        let mut y = vec![0.0; rows];
+        let mut g = c.benchmark_group(format!("matvec_{ty}_{rows}x{cols}_1thread"));
+        g.throughput(Throughput::Bytes(bytes as u64));
+        for isa in Isa::available() {
+            let k = Kernels::select(isa);
+            g.bench_function(isa.as_str(), |b| {
+                b.iter(|| {
+                    pool.install(|| k.matvec(ty, black_box(&w), rows, cols, &x, &mut y))
+                        .unwrap();
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(1));
-    targets = float_ops, quantized_dots, matvec_q4k
+    targets = float_ops, quantized_dots, matvec_q4k, matvec_smollm2
 }
 criterion_main!(benches);

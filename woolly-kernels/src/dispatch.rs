@@ -50,6 +50,8 @@ pub struct Kernels {
     pub quantize_q8k: quantize::quantize_q8k::Selected,
     /// f32 -> Q8_0 activations.
     pub quantize_q8_0: quantize::quantize_q8_0::Selected,
+    /// f32 -> Q8_1 activations.
+    pub quantize_q8_1: quantize::quantize_q8_1::Selected,
     /// Q4_K . Q8_K.
     pub vec_dot_q4k_q8k: qdot::vec_dot_q4k_q8k::Selected,
     /// Q6_K . Q8_K.
@@ -94,6 +96,7 @@ impl Kernels {
             rmsnorm_q8k: quantize::rmsnorm_q8k::select(isa, &[dims.hidden]),
             quantize_q8k: quantize::quantize_q8k::select(isa, &[]),
             quantize_q8_0: quantize::quantize_q8_0::select(isa, &[]),
+            quantize_q8_1: quantize::quantize_q8_1::select(isa, &[]),
             vec_dot_q4k_q8k: qdot::vec_dot_q4k_q8k::select(isa, &[]),
             vec_dot_q6k_q8k: qdot::vec_dot_q6k_q8k::select(isa, &[]),
             vec_dot_q8_0_q8_0: qdot::vec_dot_q8_0_q8_0::select(isa, &[]),

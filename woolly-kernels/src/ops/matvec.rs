@@ -13,6 +13,7 @@ use crate::GgmlType;
 use crate::dispatch::Kernels;
 use crate::quant::{
     self, Block, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    BlockQ8_1, BlockQ8K,
 };
 
 /// Why a matrix product was refused.
@@ -61,31 +62,68 @@ impl std::fmt::Display for MatvecError {
 
 impl std::error::Error for MatvecError {}
 
-/// Output rows per rayon task: enough work (~0.5 MB of 4096-wide Q4_K rows) to amortize
-/// scheduling, few enough to balance 16 threads on a 2048-row matrix.
-const ROWS_PER_TASK: usize = 32;
+/// Tasks per pool thread a parallel matrix product is cut into: enough to balance
+/// threads that run at uneven speeds, few enough that scheduling stays small next to
+/// SmolLM2's 0.2 MB matrices.
+const TASKS_PER_THREAD: usize = 4;
+
+/// The least weight bytes one task streams (about 16 KiB), so small matrices are not cut
+/// into slivers.
+const MIN_TASK_BYTES: usize = 16 << 10;
 
 /// Matrices smaller than this many weights run on the calling thread.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 
+/// Output rows per task for a matrix of `rows` rows of `row_bytes` bytes each (times the
+/// batch, which reuses each row): about [`TASKS_PER_THREAD`] tasks per pool thread, none
+/// under [`MIN_TASK_BYTES`]. Every row's result is independent of the split.
+fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
+    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
+    let min_rows = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
+    rows.div_ceil(tasks).max(min_rows).max(1)
+}
+
 /// Runs `f(first_row, out)` over `out` split into tasks of `rows_per_task * stride`
 /// outputs, on rayon's pool when the matrix is big enough. The one place that knows
-/// about the thread pool.
+/// about the thread pool; it allocates nothing (rayon's `for_each` over chunks).
 fn for_row_chunks(
     out: &mut [f32],
     stride: usize,
     weights: usize,
+    rows_per_task: usize,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
-    let chunk = ROWS_PER_TASK * stride;
-    if weights < PARALLEL_MIN_WEIGHTS {
+    let chunk = rows_per_task * stride;
+    if weights < PARALLEL_MIN_WEIGHTS || rayon::current_num_threads() <= 1 {
         for (i, o) in out.chunks_mut(chunk).enumerate() {
-            f(i * ROWS_PER_TASK, o);
+            f(i * rows_per_task, o);
         }
     } else {
         out.par_chunks_mut(chunk)
             .enumerate()
-            .for_each(|(i, o)| f(i * ROWS_PER_TASK, o));
+            .for_each(|(i, o)| f(i * rows_per_task, o));
+    }
+}
+
+/// Reusable buffers for [`Kernels::matmul_with`]: the quantized activation rows and the
+/// transposed batch result. They grow to the largest shapes seen and are then reused,
+/// so a warm scratch makes a matrix product allocate nothing.
+#[derive(Debug, Default)]
+pub struct MatmulScratch {
+    /// Activations quantized to Q8_K.              shape: (batch, cols / 256)
+    q8k: Vec<BlockQ8K>,
+    /// Activations quantized to Q8_0.              shape: (batch, cols / 32)
+    q8_0: Vec<BlockQ8_0>,
+    /// Activations quantized to Q8_1.              shape: (batch, cols / 32)
+    q8_1: Vec<BlockQ8_1>,
+    /// A batched product's results, row-major over weights.   shape: (rows, batch)
+    yt: Vec<f32>,
+}
+
+impl MatmulScratch {
+    /// An empty scratch (allocates on first use).
+    pub fn new() -> MatmulScratch {
+        MatmulScratch::default()
     }
 }
 
@@ -130,7 +168,8 @@ trait FloatBits: Copy {}
 impl FloatBits for f32 {}
 impl FloatBits for f16 {}
 
-/// `y[b][r] = dot(w[r], xq[b])` for every row `r` and batch row `b`.
+/// `y[b][r] = dot(w[r], xq[b])` for every row `r` and batch row `b`; `yt` is the
+/// scratch for a batch's transposed results.
 /// shapes: w: (rows, cols / W::BLOCK_LEN); xq: (batch, cols / X::BLOCK_LEN);
 /// y: (batch, rows)
 fn product<W: Block, X: Block>(
@@ -140,10 +179,12 @@ fn product<W: Block, X: Block>(
     xq: &[X],
     batch: usize,
     y: &mut [f32],
+    yt: &mut Vec<f32>,
 ) {
     let nb = w.len() / rows;
+    let per_task = rows_per_task(rows, nb * W::BYTES * batch);
     if batch == 1 {
-        for_row_chunks(y, 1, w.len() * W::BLOCK_LEN, |r0, ys| {
+        for_row_chunks(y, 1, w.len() * W::BLOCK_LEN, per_task, |r0, ys| {
             for (i, y) in ys.iter_mut().enumerate() {
                 *y = dot(&w[(r0 + i) * nb..][..nb], xq);
             }
@@ -153,8 +194,10 @@ fn product<W: Block, X: Block>(
     // Row-major over weights: each weight row is loaded from memory once and reused
     // (from L1) for every batch row. Results land transposed, then are put in place.
     let nx = xq.len() / batch;
-    let mut yt = vec![0.0f32; rows * batch]; // (rows, batch)
-    for_row_chunks(&mut yt, batch, w.len() * W::BLOCK_LEN * batch, |r0, ys| {
+    yt.clear();
+    yt.resize(rows * batch, 0.0); // (rows, batch)
+    let weights = w.len() * W::BLOCK_LEN * batch;
+    for_row_chunks(yt, batch, weights, per_task, |r0, ys| {
         for (i, yr) in ys.chunks_exact_mut(batch).enumerate() {
             let wr = &w[(r0 + i) * nb..][..nb];
             for (b, y) in yr.iter_mut().enumerate() {
@@ -169,15 +212,22 @@ fn product<W: Block, X: Block>(
     }
 }
 
-/// Quantizes each of the `batch` rows of `x` with `quantize`.
-fn quantize_rows<X: Block>(x: &[f32], batch: usize, quantize: impl Fn(&[f32], &mut [X])) -> Vec<X> {
+/// Quantizes each of the `batch` rows of `x` with `quantize` into `buf` (reused).
+/// shapes: x: (batch, cols); returns (batch, cols / X::BLOCK_LEN)
+fn quantize_rows<'a, X: Block>(
+    buf: &'a mut Vec<X>,
+    x: &[f32],
+    batch: usize,
+    quantize: impl Fn(&[f32], &mut [X]),
+) -> &'a [X] {
     let cols = x.len() / batch;
-    let mut out = vec![X::ZERO; x.len() / X::BLOCK_LEN];
+    buf.clear();
+    buf.resize(x.len() / X::BLOCK_LEN, X::ZERO);
     let per_row = cols / X::BLOCK_LEN;
-    for (xr, qr) in x.chunks_exact(cols).zip(out.chunks_exact_mut(per_row)) {
+    for (xr, qr) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(per_row)) {
         quantize(xr, qr);
     }
-    out
+    buf
 }
 
 fn check_len(buffer: &'static str, len: usize, expected: usize) -> Result<(), MatvecError> {
@@ -196,6 +246,8 @@ impl Kernels {
     /// `y = W x` for a batch of `batch` activation rows: `y[b][r] = sum_c W[r][c] x[b][c]`.
     /// The activations are quantized to the weight type's partner format first (Q8_K for
     /// k-quants, Q8_0 or Q8_1 for the legacy formats), exactly as ggml does.
+    /// Uses a per-thread [`MatmulScratch`], so it allocates only while that grows; see
+    /// [`Kernels::matmul_with`] to own the scratch.
     /// shapes: w: (rows, cols) in `ty`'s blocks; x: (batch, cols); y: (batch, rows)
     ///
     /// # Errors
@@ -203,6 +255,36 @@ impl Kernels {
     #[expect(clippy::too_many_arguments, reason = "a matrix product's shapes")]
     pub fn matmul(
         &self,
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        batch: usize,
+        y: &mut [f32],
+    ) -> Result<(), MatvecError> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<MatmulScratch> =
+                std::cell::RefCell::new(MatmulScratch::new());
+        }
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => self.matmul_with(&mut s, ty, w, rows, cols, x, batch, y),
+            // Re-entered (a product inside a product's task): a fresh scratch.
+            Err(_) => self.matmul_with(&mut MatmulScratch::new(), ty, w, rows, cols, x, batch, y),
+        })
+    }
+
+    /// [`Kernels::matmul`] with caller-owned buffers: once `scratch` has grown to the
+    /// shapes in use, a call allocates nothing (weights are borrowed in place when
+    /// aligned, as GGUF tensor data always is; an unaligned test buffer is copied).
+    /// shapes: w: (rows, cols) in `ty`'s blocks; x: (batch, cols); y: (batch, rows)
+    ///
+    /// # Errors
+    /// An unsupported weight type, or buffers whose lengths do not match the shapes.
+    #[expect(clippy::too_many_arguments, reason = "a matrix product's shapes")]
+    pub fn matmul_with(
+        &self,
+        scratch: &mut MatmulScratch,
         ty: GgmlType,
         w: &[u8],
         rows: usize,
@@ -227,48 +309,54 @@ impl Kernels {
         if rows == 0 || batch == 0 {
             return Ok(());
         }
+        let MatmulScratch {
+            q8k,
+            q8_0,
+            q8_1,
+            yt,
+        } = scratch;
         match ty {
             GgmlType::Q4K => {
-                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8k.call(x, q));
+                let xq = quantize_rows(q8k, x, batch, |x, q| self.quantize_q8k.call(x, q));
                 let f = self.vec_dot_q4k_q8k;
                 let w = weight_blocks::<BlockQ4K>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q6K => {
-                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8k.call(x, q));
+                let xq = quantize_rows(q8k, x, batch, |x, q| self.quantize_q8k.call(x, q));
                 let f = self.vec_dot_q6k_q8k;
                 let w = weight_blocks::<BlockQ6K>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q8_0 => {
-                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                let xq = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
                 let f = self.vec_dot_q8_0_q8_0;
                 let w = weight_blocks::<BlockQ8_0>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q4_0 => {
-                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                let xq = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
                 let f = self.vec_dot_q4_0_q8_0;
                 let w = weight_blocks::<BlockQ4_0>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q5_0 => {
-                let xq = quantize_rows(x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                let xq = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
                 let f = self.vec_dot_q5_0_q8_0;
                 let w = weight_blocks::<BlockQ5_0>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q4_1 => {
-                let xq = quantize_rows(x, batch, quant::quantize_row_q8_1);
+                let xq = quantize_rows(q8_1, x, batch, |x, q| self.quantize_q8_1.call(x, q));
                 let f = self.vec_dot_q4_1_q8_1;
                 let w = weight_blocks::<BlockQ4_1>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q5_1 => {
-                let xq = quantize_rows(x, batch, quant::quantize_row_q8_1);
+                let xq = quantize_rows(q8_1, x, batch, |x, q| self.quantize_q8_1.call(x, q));
                 let f = self.vec_dot_q5_1_q8_1;
                 let w = weight_blocks::<BlockQ5_1>(w);
-                product(|w, x| f.call(w, x), &w, rows, &xq, batch, y);
+                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::F32 => {
                 let f = self.dot_f32;
@@ -312,8 +400,9 @@ fn product_float<W: Copy + Send + Sync>(
     y: &mut [f32],
 ) {
     let cols = w.len() / rows;
+    let per_task = rows_per_task(rows, cols * size_of::<W>());
     for (xb, yb) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
-        for_row_chunks(yb, 1, w.len(), |r0, ys| {
+        for_row_chunks(yb, 1, w.len(), per_task, |r0, ys| {
             for (i, y) in ys.iter_mut().enumerate() {
                 *y = dot(&w[(r0 + i) * cols..][..cols], xb);
             }

@@ -1,17 +1,18 @@
-//! Activation quantization (f32 -> Q8_K, f32 -> Q8_0) and RMSNorm fused with it.
+//! Activation quantization (f32 -> Q8_K, Q8_0, Q8_1) and RMSNorm fused with it.
 //!
 //! Both quantizers are written once over the vocabulary and agree with the reference
 //! quantizers in [`crate::quant`] **bit for bit**: the scale is the same f32 expression,
 //! each `x * iscale` is one IEEE product, and the rounding is the reference's (Q8_K:
 //! ties to even, the vocabulary's `round`; Q8_0: ties away from zero, done per element
-//! in scalar code since the vocabulary has no such rounding). Only NaN inputs may give
-//! different quants.
+//! in scalar code since the vocabulary has no such rounding; Q8_1's AVX2 body rounds
+//! ties away from zero in vectors, see [`avx2_q8_1`]). Only NaN or infinite inputs may
+//! give different quants.
 
 use woolly_kernels_macros::kernel;
 
 use crate::dim;
 use crate::ops::blocks;
-use crate::quant::{Block, BlockQ8_0, BlockQ8K, QK, QK_K};
+use crate::quant::{Block, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
 use crate::simd::{MAX_LANES, Simd};
 
 /// `max |x[i]|` over `x` (0 for empty input).
@@ -131,6 +132,126 @@ pub fn quantize_q8_0<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_0]) {
     }
 }
 
+/// f32 -> Q8_1 activations (the partner of Q4_1 and Q5_1 weights), bit-identical to
+/// `quant::quantize_row_q8_1`: Q8_0's quants plus `s = d * sum(q)`.
+/// shapes: x: (n_blocks * 32,); out: (n_blocks,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = crate::quant::quantize_row_q8_1,
+    tolerance = exact(),
+    override(avx2 = avx2_q8_1::quantize_q8_1, avx512 = avx2_q8_1::quantize_q8_1_avx512),
+    test(
+        x = { let n = rng.range(1, 40); let mut x = rng.f32s(n * 32); if rng.range(0, 4) == 0 { x[..32].fill(0.0) } x },
+        out = vec![BlockQ8_1::ZERO; x.len() / 32],
+    ),
+)]
+pub fn quantize_q8_1<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_1]) {
+    assert_eq!(
+        x.len(),
+        out.len() * QK,
+        "Q8_1: {} blocks need {} inputs",
+        out.len(),
+        out.len() * QK
+    );
+    let l = V::LANES;
+    for (xb, ob) in x.chunks_exact(QK).zip(out) {
+        let d = amax(v, xb) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let s = v.splat(id);
+        let mut y = [0.0f32; QK];
+        let mut i = 0;
+        while i + l <= QK {
+            v.store(&mut y[i..], v.mul(v.load(&xb[i..]), s));
+            i += l;
+        }
+        let mut sum = 0i32;
+        for (q, &y) in ob.qs.iter_mut().zip(&y) {
+            // `f32::round` is C's roundf (ties away from zero); `as` saturates.
+            *q = y.round() as i8;
+            sum += i32::from(*q);
+        }
+        ob.d = half::f16::from_f32(d);
+        ob.s = half::f16::from_f32(sum as f32 * d);
+    }
+}
+
+/// The hand-written x86 body of [`quantize_q8_1`](fn@quantize_q8_1).
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_q8_1 {
+    use std::arch::x86_64::*;
+
+    use crate::isa::{Avx2Token, Avx512Token};
+    use crate::quant::{BlockQ8_1, QK};
+
+    /// C's `roundf` on 8 lanes: `t = trunc(y)`, plus `copysign(1, y)` where
+    /// `|y - t| >= 0.5` (`y - t` is exact, and so is `t +- 1` below 2^24).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn round_away(y: __m256) -> __m256 {
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+        let sign = _mm256_set1_ps(-0.0);
+        let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
+        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
+        let one = _mm256_or_ps(_mm256_and_ps(y, sign), _mm256_set1_ps(1.0));
+        _mm256_add_ps(t, _mm256_and_ps(up, one))
+    }
+
+    /// f32 -> Q8_1, bit-identical to `quant::quantize_row_q8_1` for finite inputs.
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn quantize_q8_1(_: Avx2Token, x: &[f32], out: &mut [BlockQ8_1]) {
+        assert_eq!(x.len(), out.len() * QK, "Q8_1: shapes");
+        let sign = _mm256_set1_ps(-0.0);
+        for (xb, ob) in x.chunks_exact(QK).zip(out) {
+            // SAFETY: `xb` holds 32 f32s: four unaligned 8-lane loads in bounds.
+            let v: [__m256; 4] =
+                std::array::from_fn(|k| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * k)) });
+            let m = v.iter().fold(_mm256_setzero_ps(), |m, &a| {
+                _mm256_max_ps(m, _mm256_andnot_ps(sign, a))
+            });
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+            let d = _mm_cvtss_f32(m) / 127.0;
+            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+            let q: [__m256i; 4] =
+                std::array::from_fn(|k| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[k], id))));
+            let total =
+                _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(total),
+                _mm256_extracti128_si256::<1>(total),
+            );
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+            let sum = _mm_cvtsi128_si32(s);
+            // packs work per 128-bit lane: one permute puts the bytes back in order.
+            let b = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            // SAFETY: `qs` is 32 bytes; storeu needs no alignment.
+            unsafe { _mm256_storeu_si256(ob.qs.as_mut_ptr().cast(), b) };
+            ob.d = half::f16::from_f32(d);
+            ob.s = half::f16::from_f32(sum as f32 * d);
+        }
+    }
+
+    /// The AVX2 body, compiled with AVX-512 enabled.
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub fn quantize_q8_1_avx512(t: Avx512Token, x: &[f32], out: &mut [BlockQ8_1]) {
+        quantize_q8_1(t.avx2(), x, out)
+    }
+}
+
 /// Reference for [`rmsnorm_q8k`](fn@rmsnorm_q8k): the reference RMSNorm, then the reference quantizer.
 /// shapes: x, w: (n,); out: (n / 256,)
 pub fn reference_rmsnorm_q8k(x: &[f32], w: &[f32], eps: f32, out: &mut [BlockQ8K]) {
@@ -179,5 +300,6 @@ pub fn rmsnorm_q8k<V: Simd, const D: usize>(
 pub static QUANTIZE_OPS: &[&crate::registry::OpInfo] = &[
     &quantize_q8k::INFO,
     &quantize_q8_0::INFO,
+    &quantize_q8_1::INFO,
     &rmsnorm_q8k::INFO,
 ];

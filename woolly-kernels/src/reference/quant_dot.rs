@@ -102,21 +102,20 @@ pub fn combine_q8_1(dw: half::f16, m: half::f16, x: &BlockQ8_1, isum: i32) -> f3
     (dw.to_f32() * x.d.to_f32()) * isum as f32 + m.to_f32() * x.s.to_f32()
 }
 
-/// The 32 quants of a legacy 4/5-bit block, weight order: byte `j` of `qs` holds weight
-/// `j` (low nibble) and `j + 16` (high); `qh` bit `j` is weight `j`'s fifth bit.
+/// `sum_i (q[i] - offset) * q8[i]` over the 32 weights of a legacy 4/5-bit block: byte
+/// `j` of `qs` holds weight `j` (low nibble) and `j + 16` (high); `qh` bit `j` is weight
+/// `j`'s fifth bit. Written as a plain loop over the bytes (no per-weight closure) so the
+/// reference runs at a usable speed; the sum is an exact integer whatever the order.
 #[inline(always)]
-fn legacy_quants(qs: &[u8; QK / 2], qh: u32) -> [i32; QK] {
-    std::array::from_fn(|i| {
-        let b = qs[i % 16];
-        let low = if i < 16 { b & 0xF } else { b >> 4 };
-        i32::from(low) | ((((qh >> i) & 1) << 4) as i32)
-    })
-}
-
-/// `sum_i q[i] * q8[i]` for 32 weights.
-#[inline(always)]
-fn idot(q: &[i32; QK], q8: &[i8; QK]) -> i32 {
-    q.iter().zip(q8).map(|(&a, &b)| a * i32::from(b)).sum()
+fn idot_legacy(qs: &[u8; QK / 2], qh: u32, offset: i32, q8: &[i8; QK]) -> i32 {
+    let mut sum = 0i32;
+    for j in 0..QK / 2 {
+        let b = qs[j];
+        let lo = i32::from(b & 0xF) | (((qh >> j) & 1) << 4) as i32;
+        let hi = i32::from(b >> 4) | (((qh >> (j + 16)) & 1) << 4) as i32;
+        sum += (lo - offset) * i32::from(q8[j]) + (hi - offset) * i32::from(q8[j + 16]);
+    }
+    sum
 }
 
 /// Q8_0 weights . Q8_0 activations.            shapes: w, x: (n_blocks,) of 32 weights
@@ -124,8 +123,12 @@ pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut sum = 0.0f32;
     for (w, x) in w.iter().zip(x) {
-        let q = w.qs.map(i32::from);
-        sum += combine_q8_0(w.d, x, idot(&q, &x.qs));
+        let isum: i32 =
+            w.qs.iter()
+                .zip(&x.qs)
+                .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                .sum();
+        sum += combine_q8_0(w.d, x, isum);
     }
     sum
 }
@@ -135,8 +138,7 @@ pub fn vec_dot_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut sum = 0.0f32;
     for (w, x) in w.iter().zip(x) {
-        let q = legacy_quants(&w.qs, 0).map(|q| q - 8);
-        sum += combine_q8_0(w.d, x, idot(&q, &x.qs));
+        sum += combine_q8_0(w.d, x, idot_legacy(&w.qs, 0, 8, &x.qs));
     }
     sum
 }
@@ -146,8 +148,8 @@ pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut sum = 0.0f32;
     for (w, x) in w.iter().zip(x) {
-        let q = legacy_quants(&w.qs, u32::from_le_bytes(w.qh)).map(|q| q - 16);
-        sum += combine_q8_0(w.d, x, idot(&q, &x.qs));
+        let isum = idot_legacy(&w.qs, u32::from_le_bytes(w.qh), 16, &x.qs);
+        sum += combine_q8_0(w.d, x, isum);
     }
     sum
 }
@@ -157,8 +159,7 @@ pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut sum = 0.0f32;
     for (w, x) in w.iter().zip(x) {
-        let q = legacy_quants(&w.qs, 0);
-        sum += combine_q8_1(w.d, w.m, x, idot(&q, &x.qs));
+        sum += combine_q8_1(w.d, w.m, x, idot_legacy(&w.qs, 0, 0, &x.qs));
     }
     sum
 }
@@ -168,8 +169,8 @@ pub fn vec_dot_q5_1_q8_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut sum = 0.0f32;
     for (w, x) in w.iter().zip(x) {
-        let q = legacy_quants(&w.qs, u32::from_le_bytes(w.qh));
-        sum += combine_q8_1(w.d, w.m, x, idot(&q, &x.qs));
+        let isum = idot_legacy(&w.qs, u32::from_le_bytes(w.qh), 0, &x.qs);
+        sum += combine_q8_1(w.d, w.m, x, isum);
     }
     sum
 }

@@ -9,7 +9,9 @@
 use std::arch::x86_64::*;
 
 use crate::isa::Avx2Token;
-use crate::quant::{BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8K};
+use crate::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+};
 use crate::reference::quant_dot as r;
 
 use super::scales_mins_k4;
@@ -184,5 +186,186 @@ pub fn vec_dot_q8_0_q8_0(_: Avx2Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 
         let isum = hsum_i32(_mm256_madd_epi16(p, ones));
         sum += r::combine_q8_0(w.d, x, isum);
     }
+    sum
+}
+
+/// The 32 nibbles of a legacy block as bytes in weight order: lanes 0..16 the low
+/// nibbles (weights 0..16), lanes 16..32 the high ones (weights 16..32); ggml's
+/// `bytes_from_nibbles_32`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn nibbles32(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: `qs` is 16 bytes; loadu needs no alignment.
+    let q = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(q), q);
+    _mm256_and_si256(both, _mm256_set1_epi8(0xF))
+}
+
+/// `0x10` in byte `j` where bit `j` of the little-endian `qh` is set, else 0 (the fifth
+/// bits of a Q5 block, in weight order); ggml's `bytes_from_bits_32`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn fifth_bits32(qh: &[u8; 4]) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(*qh)), shuf);
+    // Every bit but bit (j % 8) of byte j set: the byte is all ones iff that bit is set.
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// `sum_i (q[i] - offset) * q8[i]` for 32 unsigned quants `q` (0..=31) and signed
+/// activation quants: `maddubs(q, q8) - maddubs(offset, q8)`, each pair sum exact in
+/// i16 (|31 * 128 * 2| < 2^15), then `madd` by ones to i32.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn isum_u8_i8(q: __m256i, q8: __m256i, offset: i8) -> i32 {
+    let mut p = _mm256_maddubs_epi16(q, q8);
+    if offset != 0 {
+        p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(_mm256_set1_epi8(offset), q8));
+    }
+    hsum_i32(_mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+}
+
+/// Q4_0 . Q8_0, bit-identical to [`r::vec_dot_q4_0_q8_0`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q4_0_q8_0(_: Avx2Token, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (i, (wb, xb)) in w.iter().zip(x).enumerate() {
+        prefetch_ahead(&w[i..]);
+        let isum = isum_u8_i8(nibbles32(&wb.qs), load32(&xb.qs), 8);
+        sum += r::combine_q8_0(wb.d, xb, isum);
+    }
+    sum
+}
+
+/// Q5_0 . Q8_0, bit-identical to [`r::vec_dot_q5_0_q8_0`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q5_0_q8_0(_: Avx2Token, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (i, (wb, xb)) in w.iter().zip(x).enumerate() {
+        prefetch_ahead(&w[i..]);
+        let q = _mm256_or_si256(nibbles32(&wb.qs), fifth_bits32(&wb.qh));
+        let isum = isum_u8_i8(q, load32(&xb.qs), 16);
+        sum += r::combine_q8_0(wb.d, xb, isum);
+    }
+    sum
+}
+
+/// Q4_1 . Q8_1, bit-identical to [`r::vec_dot_q4_1_q8_1`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q4_1_q8_1(_: Avx2Token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (i, (wb, xb)) in w.iter().zip(x).enumerate() {
+        prefetch_ahead(&w[i..]);
+        let isum = isum_u8_i8(nibbles32(&wb.qs), load32(&xb.qs), 0);
+        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+    }
+    sum
+}
+
+/// Q5_1 . Q8_1, bit-identical to [`r::vec_dot_q5_1_q8_1`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q5_1_q8_1(_: Avx2Token, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (i, (wb, xb)) in w.iter().zip(x).enumerate() {
+        prefetch_ahead(&w[i..]);
+        let q = _mm256_or_si256(nibbles32(&wb.qs), fifth_bits32(&wb.qh));
+        let isum = isum_u8_i8(q, load32(&xb.qs), 0);
+        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+    }
+    sum
+}
+
+/// The eight block sums of eight i32x8 vectors, as one vector (lane `k` = `hsum(p[k])`):
+/// two levels of `hadd`, then the two 128-bit halves added.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum8_i32(p: &[__m256i; 8]) -> __m256i {
+    let a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    let b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    let sa = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
+    let sb = _mm_add_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
+    _mm256_set_m128i(sb, sa)
+}
+
+/// Eight f16 values as f32 lanes (exact).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16x8(v: [half::f16; 8]) -> __m256 {
+    let bits = v.map(half::f16::to_bits);
+    // SAFETY: `bits` is 16 bytes; loadu needs no alignment.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
+}
+
+/// Q4_1 . Q8_1, eight blocks at a time: bit-identical to [`r::vec_dot_q4_1_q8_1`].
+/// Each block's exact integer sum and its [`r::combine_q8_1`] value
+/// `(dw * dx) * isum + m * s` are computed for eight blocks in vectors (the same IEEE
+/// products and sum per lane, never fused), then added to the total one block at a time
+/// in block order, as the reference does.
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q4_1_q8_1_x8(t: Avx2Token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let ones = _mm256_set1_epi16(1);
+    let mut sum = 0.0f32;
+    let mut wc = w.chunks_exact(8);
+    let mut xc = x.chunks_exact(8);
+    for (k, (w8, x8)) in (&mut wc).zip(&mut xc).enumerate() {
+        prefetch_ahead(&w[8 * k..]);
+        let p: [__m256i; 8] = std::array::from_fn(|j| {
+            let q = _mm256_maddubs_epi16(nibbles32(&w8[j].qs), load32(&x8[j].qs));
+            _mm256_madd_epi16(q, ones)
+        });
+        let isum = _mm256_cvtepi32_ps(hsum8_i32(&p));
+        let dw = f16x8(std::array::from_fn(|j| w8[j].d));
+        let m = f16x8(std::array::from_fn(|j| w8[j].m));
+        let dx = f16x8(std::array::from_fn(|j| x8[j].d));
+        let s = f16x8(std::array::from_fn(|j| x8[j].s));
+        let v = _mm256_add_ps(
+            _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum),
+            _mm256_mul_ps(m, s),
+        );
+        let mut vals = [0.0f32; 8];
+        // SAFETY: `vals` is 32 bytes; storeu needs no alignment.
+        unsafe { _mm256_storeu_ps(vals.as_mut_ptr(), v) };
+        for v in vals {
+            sum += v;
+        }
+    }
+    // The tail (fewer than eight blocks), one block at a time; the running sum continues.
+    for (wb, xb) in wc.remainder().iter().zip(xc.remainder()) {
+        let isum = isum_u8_i8(nibbles32(&wb.qs), load32(&xb.qs), 0);
+        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+    }
+    let _ = t;
     sum
 }

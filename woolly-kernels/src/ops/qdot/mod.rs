@@ -6,8 +6,8 @@
 //! it agrees with [`crate::reference::quant_dot`] **bit for bit** (`tolerance = exact()`;
 //! see that module). The scalar and NEON variants compile the portable body; AVX2 and
 //! AVX-512 plug in hand-written bodies (`override(...)`) where integer tricks pay:
-//! Q4_K, Q6_K and Q8_0 so far. The other legacy formats run the portable body on every
-//! ISA for now (correct, not yet fast).
+//! Q4_K, Q6_K and every legacy format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); AVX-512 uses VNNI's
+//! `vpdpbusd` for the legacy formats.
 //!
 //! Q8_0 x Q8_0 on x86 uses `maddubs(|a|, sign(b, a))`, exact for quants in -127..=127;
 //! ggml's quantizers never write -128, and a weight byte of -128 would give a result
@@ -91,6 +91,7 @@ pub fn vec_dot_q8_0_q8_0<V: Simd>(v: V, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q4_0_q8_0,
     tolerance = exact(),
+    override(avx2 = avx2::vec_dot_q4_0_q8_0, avx512 = avx512::vec_dot_q4_0_q8_0),
     test(w = { let n = rng.range(1, 70); rng.q4_0(n) }, x = rng.q8_0_act(w.len())),
 )]
 pub fn vec_dot_q4_0_q8_0<V: Simd>(v: V, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
@@ -103,6 +104,7 @@ pub fn vec_dot_q4_0_q8_0<V: Simd>(v: V, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q5_0_q8_0,
     tolerance = exact(),
+    override(avx2 = avx2::vec_dot_q5_0_q8_0, avx512 = avx512::vec_dot_q5_0_q8_0),
     test(w = { let n = rng.range(1, 70); rng.q5_0(n) }, x = rng.q8_0_act(w.len())),
 )]
 pub fn vec_dot_q5_0_q8_0<V: Simd>(v: V, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
@@ -115,6 +117,7 @@ pub fn vec_dot_q5_0_q8_0<V: Simd>(v: V, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q4_1_q8_1,
     tolerance = exact(),
+    override(avx2 = avx2::vec_dot_q4_1_q8_1_x8, avx512 = avx512::vec_dot_q4_1_q8_1),
     test(w = { let n = rng.range(1, 70); rng.q4_1(n) }, x = rng.q8_1_act(w.len())),
 )]
 pub fn vec_dot_q4_1_q8_1<V: Simd>(v: V, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
@@ -127,6 +130,7 @@ pub fn vec_dot_q4_1_q8_1<V: Simd>(v: V, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q5_1_q8_1,
     tolerance = exact(),
+    override(avx2 = avx2::vec_dot_q5_1_q8_1, avx512 = avx512::vec_dot_q5_1_q8_1),
     test(w = { let n = rng.range(1, 70); rng.q5_1(n) }, x = rng.q8_1_act(w.len())),
 )]
 pub fn vec_dot_q5_1_q8_1<V: Simd>(v: V, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
