@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use woolly_kernels::GgmlType;
 use woolly_kernels::dispatch::Kernels;
+use woolly_kernels::ops::matvec::MatmulScratch;
 use woolly_kernels::quant::{
     Block, BlockQ8_0, BlockQ8_1, BlockQ8K, blocks, dequantize_row, quantize_row_q8_0,
     quantize_row_q8_1, quantize_row_q8k,
@@ -128,6 +129,8 @@ pub(crate) struct LinearScratch {
     yt: Vec<f32>,
     /// (n_tok, n_in) the activations, quantized.
     act: Activations,
+    /// The dispatched kernels' own buffers.
+    kernel: MatmulScratch,
 }
 
 /// One weight row (bytes of type `ty`) against one activation row `t`.
@@ -199,7 +202,7 @@ pub(crate) fn matmul(
     debug_assert_eq!(y.len(), n_tok * w.n_out);
     if Kernels::supports(w.ty) {
         kernels
-            .matmul(w.ty, data, w.n_out, w.n_in, x, n_tok, y)
+            .matmul_with(&mut ls.kernel, w.ty, data, w.n_out, w.n_in, x, n_tok, y)
             .expect("weight shapes were checked at load");
         return;
     }
