@@ -1,9 +1,15 @@
-//! Fuzz target `sampling_params`: sampling options (NaN, infinities, negatives, huge
-//! counts) and logits through `SamplingParams::validate` and `Sampler::sample`.
-//! The body is [`woolly_fuzz::sampling_params`]. The lead will point this target at the
-//! server's request-body parser once there is one.
+//! Fuzz target `sampling_params`: a server request body to sampling parameters.
+//! The bytes go through the server's request parsers ([`woolly_fuzz::request_body`]),
+//! and, read as structured input, through `SamplingParams::validate` and
+//! `Sampler::sample` with hostile options and logits ([`woolly_fuzz::sampling_params`]).
 #![no_main]
 
+use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|input: woolly_fuzz::SamplingInput| woolly_fuzz::sampling_params(input));
+fuzz_target!(|data: &[u8]| {
+    woolly_fuzz::request_body(data);
+    if let Ok(input) = woolly_fuzz::SamplingInput::arbitrary(&mut Unstructured::new(data)) {
+        woolly_fuzz::sampling_params(input);
+    }
+});

@@ -522,3 +522,28 @@ impl TinyModel {
 fn encode_ones(n: u64) -> Vec<u8> {
     (0..n).flat_map(|_| 1.0f32.to_le_bytes()).collect()
 }
+
+/// The server's request-body parser, compiled in from woolly-run (it needs only
+/// serde_json and woolly-model, not axum).
+#[path = "../../woolly-run/src/serve/request.rs"]
+#[allow(dead_code, reason = "the fuzz target uses the parsers, not every item")]
+mod request;
+
+/// Target `sampling_params`, first half: any bytes as a chat or completion request body.
+/// The parsers answer Ok or a field error; parameters they accept always validate and
+/// always sample a token from finite logits.
+pub fn request_body(data: &[u8]) {
+    let chat = request::parse_chat(data).map(|r| r.options);
+    let completion = request::parse_completion(data).map(|r| r.options);
+    for options in [chat, completion].into_iter().flatten() {
+        let params = options.sampling;
+        params
+            .validate()
+            .expect("the request parser accepted sampling parameters that do not validate");
+        let logits = [0.25f32, -1.0, 3.5, 0.0, 2.0];
+        let id = Sampler::new(params)
+            .sample(&logits, &[1, 2])
+            .expect("valid parameters and finite logits sample a token");
+        assert!((id as usize) < logits.len());
+    }
+}
