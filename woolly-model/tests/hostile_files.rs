@@ -432,3 +432,42 @@ fn huge_claims_are_refused_under_a_memory_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Bug class: corrupt weights sampled as if they were numbers. A NaN in a projection
+/// (norm weights are checked at load, matrices are not read until used) makes the
+/// logits NaN; the forward pass reports it as an error instead of handing NaN to the
+/// sampler.
+#[test]
+fn nan_weights_give_an_error_not_a_token() {
+    let mut tiny = Tiny::new();
+    let (_, _, data) = tiny
+        .tensors
+        .iter_mut()
+        .find(|(name, _, _)| name == "blk.0.ffn_down.weight")
+        .unwrap();
+    data[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let model = Model::from_gguf(tiny.file()).expect("matrices are not scanned at load");
+    let mut kv = model
+        .new_cache(1, 8, woolly_model::KvType::F16, u128::MAX)
+        .unwrap();
+    let mut scratch = model.new_scratch(2, 8);
+    let batch = [
+        woolly_model::BatchToken {
+            token: 1,
+            pos: 0,
+            seq: 0,
+            logits: false,
+        },
+        woolly_model::BatchToken {
+            token: 260,
+            pos: 1,
+            seq: 0,
+            logits: true,
+        },
+    ];
+    let err = model
+        .forward(&batch, &mut kv, &mut scratch)
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&err, &["not finite", "batch index 1"]);
+}
