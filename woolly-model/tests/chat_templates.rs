@@ -218,9 +218,12 @@ fn syntax_errors_are_reported() {
     }
 }
 
+/// A generous guard (DECISIONS.md): fuel stops these templates in milliseconds; an
+/// unbounded loop would run for hours. Twenty seconds leaves room for a loaded CI
+/// machine and for emulation under qemu.
 fn assert_fast(start: Instant) {
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
 #[test]

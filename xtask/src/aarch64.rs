@@ -47,10 +47,6 @@ const QEMU_SKIPS: &[(&str, &str)] = &[
         "over ten minutes per emulated CPU; WOOLLY_AARCH64_SMOLLM2=1 runs it",
     ),
     (
-        "endless_loop_runs_out_of_fuel",
-        "a 1 s wall-clock guard; emulation is 10-50x slower than native",
-    ),
-    (
         "huge_claims_are_refused_under_a_memory_limit",
         "re-executes its own binary under `ulimit -v`: qemu-user cannot exec an aarch64 \
          child without binfmt_misc, and its own reservations exceed the limit",
