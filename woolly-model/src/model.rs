@@ -103,7 +103,7 @@ impl Model {
             });
         }
         let bytes =
-            |w: &crate::weights::Weight| decode_f32(&file_bytes(&file, w.file_offset, w.n_bytes));
+            |w: &crate::weights::Weight| decode_f32(file_bytes(&file, w.file_offset, w.n_bytes));
         let norms = Norms {
             attn: weights.layers.iter().map(|l| bytes(&l.attn_norm)).collect(),
             ffn: weights.layers.iter().map(|l| bytes(&l.ffn_norm)).collect(),

@@ -1,19 +1,13 @@
 //! `cargo xtask make-model`: a Llama GGUF with seeded random weights at a real shape.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use woolly_model::gguf::GgufFile;
 use woolly_model::synthetic::{self, Recipe};
 
 /// Writes the model and prints its path.
-pub fn run(
-    shape: &str,
-    ty: &str,
-    vocab_from: &PathBuf,
-    out: &PathBuf,
-    seed: u64,
-) -> anyhow::Result<()> {
+pub fn run(shape: &str, ty: &str, vocab_from: &Path, out: &Path, seed: u64) -> anyhow::Result<()> {
     let Some(shape) = synthetic::SHAPES.iter().find(|s| s.name == shape) else {
         let names: Vec<_> = synthetic::SHAPES.iter().map(|s| s.name).collect();
         bail!("unknown --shape {shape:?}; known: {}", names.join(", "));
