@@ -185,13 +185,11 @@ pub fn chat_template(data: &[u8]) {
                 end = p.range.end;
             }
             assert_eq!(end, chat.text().len(), "parts do not cover the text");
-            let plain: usize = chat
-                .segments()
-                .iter()
-                .filter(|s| !s.parse_special)
-                .map(|s| s.text.len())
-                .sum();
-            assert!(plain <= messages.iter().map(|m| m.content.len()).sum());
+            // Not asserted: a bound on the plain segments' text. "No more than the
+            // contents' total" and "each is some content" were both wrong (templates
+            // print contents twice, or transformed); found by this target, inputs kept
+            // in seeds/chat_template/regression-*.bin. A correct invariant is open work.
+            let _ = chat.segments();
         }
     }
 }
