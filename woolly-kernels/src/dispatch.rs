@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use crate::GgmlType;
 use crate::isa::Isa;
-use crate::ops::{attention, dot, ffn, norm, qdot, quantize, rope};
+use crate::ops::{attention, dot, ffn, norm, qdot, qtile, quantize, rope};
 
 /// The model dimensions kernels may be specialized for; 0 = unknown (generic variants).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,6 +19,25 @@ pub struct Dims {
     pub head_dim: usize,
     /// Feed-forward size (`feed_forward_length`).
     pub ffn: usize,
+}
+
+/// The tile kernels of one tile shape (tokens per call), one per packed weight type.
+#[derive(Clone, Copy, Debug)]
+pub struct Tiles {
+    /// Q4_1 rows x Q8_1 activations.
+    pub q4_1: qtile::tile_q4_1_q8_1::Selected,
+    /// Q8_0 rows x Q8_0 activations.
+    pub q8_0: qtile::tile_q8_0_q8_0::Selected,
+}
+
+impl Tiles {
+    /// The variants for `tokens` tokens per call (exact, else generic).
+    fn select(isa: Isa, tokens: usize) -> Tiles {
+        Tiles {
+            q4_1: qtile::tile_q4_1_q8_1::select(isa, &[tokens]),
+            q8_0: qtile::tile_q8_0_q8_0::select(isa, &[tokens]),
+        }
+    }
 }
 
 /// A selected variant of every op for one ISA.
@@ -66,6 +85,10 @@ pub struct Kernels {
     pub vec_dot_q4_1_q8_1: qdot::vec_dot_q4_1_q8_1::Selected,
     /// Q5_1 . Q8_1.
     pub vec_dot_q5_1_q8_1: qdot::vec_dot_q5_1_q8_1::Selected,
+    /// Tile kernels over packed weights, one token per call (token generation).
+    pub tile_x1: Tiles,
+    /// Tile kernels over packed weights, four tokens per call (prompt processing).
+    pub tile_x4: Tiles,
 }
 
 impl Kernels {
@@ -104,6 +127,8 @@ impl Kernels {
             vec_dot_q5_0_q8_0: qdot::vec_dot_q5_0_q8_0::select(isa, &[]),
             vec_dot_q4_1_q8_1: qdot::vec_dot_q4_1_q8_1::select(isa, &[]),
             vec_dot_q5_1_q8_1: qdot::vec_dot_q5_1_q8_1::select(isa, &[]),
+            tile_x1: Tiles::select(isa, 1),
+            tile_x4: Tiles::select(isa, 4),
         }
     }
 

@@ -72,6 +72,7 @@ pub fn all_ops() -> impl Iterator<Item = &'static OpInfo> {
     crate::ops::FLOAT_OPS
         .iter()
         .chain(crate::ops::qdot::QDOT_OPS)
+        .chain(crate::ops::qtile::QTILE_OPS)
         .chain(crate::ops::quantize::QUANTIZE_OPS)
         .copied()
 }

@@ -343,6 +343,18 @@ impl TestRng {
         out
     }
 
+    /// `nb` interleaved Q4_1 blocks: one block column of eight random rows each.
+    pub fn q4_1x8(&mut self, nb: usize) -> Vec<quant::interleaved::BlockQ4_1x8> {
+        let w = self.q4_1(quant::interleaved::ROWS * nb);
+        quant::interleaved::pack_rows(&w, quant::interleaved::ROWS)
+    }
+
+    /// `nb` interleaved Q8_0 blocks: one block column of eight random rows each.
+    pub fn q8_0x8(&mut self, nb: usize) -> Vec<quant::interleaved::BlockQ8_0x8> {
+        let w = self.q8_0(quant::interleaved::ROWS * nb);
+        quant::interleaved::pack_rows(&w, quant::interleaved::ROWS)
+    }
+
     /// `n` Q8_1 activation blocks quantized from random values.
     pub fn q8_1_act(&mut self, n: usize) -> Vec<quant::BlockQ8_1> {
         let x = self.f32s(n * quant::QK);

@@ -200,6 +200,12 @@ pub(crate) fn matmul(
 ) {
     debug_assert_eq!(x.len(), n_tok * w.n_in);
     debug_assert_eq!(y.len(), n_tok * w.n_out);
+    if let Some(packed) = &w.packed {
+        kernels
+            .matmul_packed_with(&mut ls.kernel, packed, x, n_tok, y)
+            .expect("weight shapes were checked at load");
+        return;
+    }
     if Kernels::supports(w.ty) {
         kernels
             .matmul_with(&mut ls.kernel, w.ty, data, w.n_out, w.n_in, x, n_tok, y)

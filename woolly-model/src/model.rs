@@ -94,7 +94,7 @@ impl Model {
     pub fn from_gguf_with_isa(file: Arc<GgufFile>, isa: Isa) -> Result<Model, LoadError> {
         let isa = Isa::checked(isa.as_str())?;
         let config = LlamaConfig::from_metadata(file.metadata())?;
-        let weights = Weights::from_file(&file, &config)?;
+        let mut weights = Weights::from_file(&file, &config)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         if tokenizer.vocab_size() != config.n_vocab {
             return Err(LoadError::VocabMismatch {
@@ -118,6 +118,9 @@ impl Model {
                 ffn: config.n_ff,
             },
         );
+        if kernels.packs_weights() {
+            weights.pack(&file);
+        }
         Ok(Model {
             file,
             config,

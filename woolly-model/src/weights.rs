@@ -24,6 +24,9 @@ pub struct Weight {
     pub(crate) file_offset: usize,
     /// Bytes of data.
     pub(crate) n_bytes: usize,
+    /// The rows repacked for the tile kernels, when the model's ISA packs weights and the
+    /// type has a packed form (then the projection reads only this copy).
+    pub(crate) packed: Option<std::sync::Arc<woolly_kernels::ops::packed::PackedMatrix>>,
 }
 
 impl Weight {
@@ -122,6 +125,7 @@ fn find(file: &GgufFile, name: &str, expected: &[usize]) -> Result<Weight, Weigh
         n_out: expected.get(1).copied().unwrap_or(1),
         file_offset: (file.data_offset() + info.offset) as usize,
         n_bytes: info.n_bytes as usize,
+        packed: None,
     })
 }
 
@@ -183,5 +187,49 @@ impl Weights {
             output,
             rope_freqs,
         })
+    }
+
+    /// Every matrix a projection multiplies by: each layer's seven, then the output.
+    fn projections_mut(&mut self) -> impl Iterator<Item = &mut Weight> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .chain(std::iter::once(&mut self.output))
+    }
+
+    /// Repacks every projection whose type has a packed form for the tile kernels
+    /// (in parallel), then drops the original pages from resident memory: the
+    /// projection reads only the packed copy from then on, and the embedding lookup
+    /// (which shares the output's bytes in tied models) faults in just the rows it
+    /// reads. Returns the bytes packed.
+    pub(crate) fn pack(&mut self, file: &GgufFile) -> usize {
+        use rayon::prelude::*;
+        use woolly_kernels::ops::packed::PackedMatrix;
+        let mut todo: Vec<&mut Weight> = self
+            .projections_mut()
+            .filter(|w| PackedMatrix::supports(w.ty, w.n_out))
+            .collect();
+        todo.par_iter_mut()
+            .map(|w| {
+                let data = &file.bytes()[w.file_offset..][..w.n_bytes];
+                let packed = PackedMatrix::pack(w.ty, data, w.n_out, w.n_in)
+                    .expect("shapes were checked at load")
+                    .expect("supports() was checked");
+                file.release(w.file_offset, w.n_bytes);
+                let bytes = packed.bytes();
+                w.packed = Some(std::sync::Arc::new(packed));
+                bytes
+            })
+            .sum()
     }
 }

@@ -77,7 +77,7 @@ const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 /// Output rows per task for a matrix of `rows` rows of `row_bytes` bytes each (times the
 /// batch, which reuses each row): about [`TASKS_PER_THREAD`] tasks per pool thread, none
 /// under [`MIN_TASK_BYTES`]. Every row's result is independent of the split.
-fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
+pub(crate) fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
     let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
     let min_rows = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
     rows.div_ceil(tasks).max(min_rows).max(1)
@@ -86,7 +86,7 @@ fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
 /// Runs `f(first_row, out)` over `out` split into tasks of `rows_per_task * stride`
 /// outputs, on rayon's pool when the matrix is big enough. The one place that knows
 /// about the thread pool; it allocates nothing (rayon's `for_each` over chunks).
-fn for_row_chunks(
+pub(crate) fn for_row_chunks(
     out: &mut [f32],
     stride: usize,
     weights: usize,
@@ -111,13 +111,13 @@ fn for_row_chunks(
 #[derive(Debug, Default)]
 pub struct MatmulScratch {
     /// Activations quantized to Q8_K.              shape: (batch, cols / 256)
-    q8k: Vec<BlockQ8K>,
+    pub(crate) q8k: Vec<BlockQ8K>,
     /// Activations quantized to Q8_0.              shape: (batch, cols / 32)
-    q8_0: Vec<BlockQ8_0>,
+    pub(crate) q8_0: Vec<BlockQ8_0>,
     /// Activations quantized to Q8_1.              shape: (batch, cols / 32)
-    q8_1: Vec<BlockQ8_1>,
+    pub(crate) q8_1: Vec<BlockQ8_1>,
     /// A batched product's results, row-major over weights.   shape: (rows, batch)
-    yt: Vec<f32>,
+    pub(crate) yt: Vec<f32>,
 }
 
 impl MatmulScratch {
@@ -214,7 +214,7 @@ fn product<W: Block, X: Block>(
 
 /// Quantizes each of the `batch` rows of `x` with `quantize` into `buf` (reused).
 /// shapes: x: (batch, cols); returns (batch, cols / X::BLOCK_LEN)
-fn quantize_rows<'a, X: Block>(
+pub(crate) fn quantize_rows<'a, X: Block>(
     buf: &'a mut Vec<X>,
     x: &[f32],
     batch: usize,
@@ -230,7 +230,11 @@ fn quantize_rows<'a, X: Block>(
     buf
 }
 
-fn check_len(buffer: &'static str, len: usize, expected: usize) -> Result<(), MatvecError> {
+pub(crate) fn check_len(
+    buffer: &'static str,
+    len: usize,
+    expected: usize,
+) -> Result<(), MatvecError> {
     if len == expected {
         Ok(())
     } else {

@@ -11,7 +11,9 @@ pub mod dot;
 pub mod ffn;
 pub mod matvec;
 pub mod norm;
+pub mod packed;
 pub mod qdot;
+pub mod qtile;
 pub mod quantize;
 pub mod rope;
 

@@ -18,6 +18,7 @@
 
 pub mod blocks;
 pub mod float;
+pub mod interleaved;
 pub mod kquants;
 pub mod legacy;
 pub mod search;

@@ -8,6 +8,7 @@
 use half::f16;
 
 pub mod quant_dot;
+pub mod quant_tile;
 
 /// `y = x * w / sqrt(mean(x^2) + eps)`.                 shapes: x, w, y: (n,)
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {

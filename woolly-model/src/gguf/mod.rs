@@ -212,6 +212,24 @@ impl GgufFile {
         self.storage.bytes()
     }
 
+    /// Drops the pages of `len` bytes at `offset` from this process's resident memory,
+    /// for data that a repacked copy now serves. A later read faults them back in from
+    /// the file, unchanged. A hint: errors are ignored; a no-op for in-memory files.
+    pub fn release(&self, offset: usize, len: usize) {
+        if let Storage::Mapped(map) = &self.storage
+            && offset.checked_add(len).is_some_and(|end| end <= map.len())
+        {
+            // SAFETY: MADV_DONTNEED on a read-only private file mapping only discards
+            // pages; the next access re-reads them from the file, so every `&[u8]`
+            // borrowed from the map keeps seeing the same bytes (the same assumption as
+            // mapping the file at all: nobody rewrites it while it is open). The range
+            // lies inside the map (checked).
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+
     /// The metadata pairs.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata

@@ -1,0 +1,80 @@
+//! Tile kernels: eight row-interleaved weight rows ([`crate::quant::interleaved`],
+//! [`crate::quant::interleaved_k`]) against
+//! `T` activation rows, the inner loop of both token generation (`T = 1`) and prompt
+//! processing (`T = 4`: each weight block is decoded once for four tokens).
+//!
+//! Every output lane is one (row, token) dot product, combined block by block in the
+//! order and with the f32 operations of [`crate::reference::quant_dot`], so each variant
+//! agrees with [`crate::reference::quant_tile`] **bit for bit** (`tolerance = exact()`),
+//! and a token's result does not depend on the tile it was computed in (DECISIONS.md,
+//! "Determinism across batching").
+//!
+//! Tile shapes are the kernel dimension `T` (tokens per call): `T = 1` and `T = 4` are
+//! specialized (the loops over tokens unroll), `dyn_` takes any count. The scalar and
+//! NEON variants run the reference; AVX2 and AVX-512 (VNNI) have hand-written bodies.
+
+use woolly_kernels_macros::kernel;
+
+use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8};
+use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8K};
+use crate::reference::quant_tile as r;
+use crate::simd::Simd;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_k;
+
+/// Q4_1 rows x Q8_1 activations: `out[t * 8 + r] = dot(row r, token t)`.
+/// shapes: w: (nb,) blocks of 8 rows; x: (T, nb); out: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    dims(T = [1, 4], dyn),
+    reference = r::tile_q4_1_q8_1,
+    tolerance = exact(),
+    override(avx2 = x86::avx2::tile_q4_1_q8_1, avx512 = x86::avx512::tile_q4_1_q8_1),
+    test(
+        w = { let nb = rng.range(1, 40); rng.q4_1x8(nb) },
+        x = { let t = if T == 0 { rng.range(1, 11) } else { T }; rng.q8_1_act(t * w.len()) },
+        out = rng.f32s(x.len() / w.len() * 8),
+    ),
+)]
+pub fn tile_q4_1_q8_1<V: Simd, const T: usize>(
+    v: V,
+    w: &[BlockQ4_1x8],
+    x: &[BlockQ8_1],
+    out: &mut [f32],
+) {
+    let _ = v;
+    crate::dim::<T>(out.len() / 8);
+    r::tile_q4_1_q8_1(w, x, out)
+}
+
+/// Q8_0 rows x Q8_0 activations: `out[t * 8 + r] = dot(row r, token t)`.
+/// shapes: w: (nb,) blocks of 8 rows; x: (T, nb); out: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    dims(T = [1, 4], dyn),
+    reference = r::tile_q8_0_q8_0,
+    tolerance = exact(),
+    override(avx2 = x86::avx2::tile_q8_0_q8_0, avx512 = x86::avx512::tile_q8_0_q8_0),
+    test(
+        w = { let nb = rng.range(1, 40); rng.q8_0x8(nb) },
+        x = { let t = if T == 0 { rng.range(1, 11) } else { T }; rng.q8_0_act(t * w.len()) },
+        out = rng.f32s(x.len() / w.len() * 8),
+    ),
+)]
+pub fn tile_q8_0_q8_0<V: Simd, const T: usize>(
+    v: V,
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    out: &mut [f32],
+) {
+    let _ = v;
+    crate::dim::<T>(out.len() / 8);
+    r::tile_q8_0_q8_0(w, x, out)
+}
+
+/// Every tile kernel's registry view.
+pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[&tile_q4_1_q8_1::INFO, &tile_q8_0_q8_0::INFO];

@@ -1,0 +1,244 @@
+//! AVX2 and AVX-512 bodies of the tile kernels, stamped from one template
+//! ([`x86_tiles!`]) that differs only in the 4-byte lane dot product: AVX2 multiplies
+//! with `maddubs` then `madd` by ones, AVX-512 uses VNNI's `vpdpbusd` (on 256-bit
+//! vectors: eight rows, one per i32 lane). Both are exact integer sums.
+//!
+//! Per weight block the eight rows' quants are decoded once and reused for each of the
+//! tile's tokens; per (block, token) the activation quants are broadcast four at a time,
+//! and the f32 combination is the reference's, lane by lane: `(dw * dx) * isum + m * s`
+//! for Q4_1 and `(dw * dx) * isum` for Q8_0, added to the running sum in block order
+//! (separate multiplies and adds, never fused), hence bit-identical results.
+//!
+//! Q8_0 weights are signed: the lane dot takes `|w|` (unsigned) times `sign(x, w)`,
+//! exact for activation quants in -127..=127, which is all Woolly's quantizer writes (a
+//! weight byte of -128 is handled: `|-128|` is 128 as an unsigned byte).
+
+use std::arch::x86_64::*;
+
+use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
+use crate::quant::{BlockQ8_0, BlockQ8_1};
+
+/// Loads 32 bytes from the start of `s`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn load32<T: Copy>(s: &[T]) -> __m256i {
+    assert!(size_of_val(s) >= 32);
+    // SAFETY: the first 32 bytes of `s` are in bounds (checked); loadu needs no alignment.
+    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+}
+
+/// Eight f16 values as f32 lanes (exact).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+pub(super) fn f16x8(v: &[half::f16; ROWS]) -> __m256 {
+    // SAFETY: `v` is 16 bytes; loadu needs no alignment.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
+}
+
+/// Two f16 values, each broadcast to eight f32 lanes (exact).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16_pair(a: half::f16, b: half::f16) -> (__m256, __m256) {
+    let bits = i32::from(a.to_bits()) | (i32::from(b.to_bits()) << 16);
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    (
+        _mm256_broadcastss_ps(v),
+        _mm256_broadcastss_ps(_mm_movehdup_ps(v)),
+    )
+}
+
+/// Activation quants `q[i..i + 4]` broadcast to every 32-bit lane.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn bcast4(q: &[i8; 32], i: usize) -> __m256i {
+    let b = &q[i..i + 4];
+    _mm256_set1_epi32(i32::from_le_bytes([
+        b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
+    ]))
+}
+
+/// Stores the eight f32 lanes of `v` to `out[..8]`.
+#[target_feature(enable = "avx")]
+#[inline]
+pub(super) fn store8(out: &mut [f32], v: __m256) {
+    assert!(out.len() >= ROWS);
+    // SAFETY: `out` has at least 8 floats (checked); storeu needs no alignment.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+}
+
+/// `acc + sum_{i<4} u[4l + i] * s[4l + i]` in each i32 lane `l` (u unsigned, s signed),
+/// with AVX2. `maddubs` saturates its 16-bit pair sums, which stay exact here because
+/// every caller's unsigned operand is at most 128 (nibbles, or `|w|` of an i8), so a pair
+/// sum lies in `[-32768, 32512]`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn dot4_avx2(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(u, s);
+    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// [`dot4_avx2`] with VNNI's `vpdpbusd` (no intermediate rounding or saturation).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+pub(super) fn dot4_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(acc, u, s)
+}
+
+/// Stamps the tile kernels for one ISA: `$dot4` is the lane dot product, `$features`
+/// the target features (a superset of AVX2 + FMA + F16C), `$token` the proof type.
+macro_rules! x86_tiles {
+    ($isa:ident, $token:ty, $features:literal, $dot4:ident) => {
+        /// Tile kernels for this ISA (see the module docs).
+        pub mod $isa {
+            use super::*;
+
+            /// `N` tokens of Q4_1 x Q8_1.   shapes: w: (nb,); x: (N, nb); out: (N, 8)
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn q4_1_n<const N: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
+                let nb = w.len();
+                let m4 = _mm256_set1_epi8(0xF);
+                let xs: [&[BlockQ8_1]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
+                let mut sum = [_mm256_setzero_ps(); N];
+                for (b, wb) in w.iter().enumerate() {
+                    // Chunk k: low nibbles are weights 4k..4k+4, high ones 16+4k..20+4k.
+                    let q: [__m256i; 4] = std::array::from_fn(|k| load32(&wb.qs[32 * k..]));
+                    let lo = q.map(|v| _mm256_and_si256(v, m4));
+                    let hi = q.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
+                    let (dw, m) = (f16x8(&wb.d), f16x8(&wb.m));
+                    for n in 0..N {
+                        let xb = &xs[n][b];
+                        let z = _mm256_setzero_si256();
+                        let mut a = $dot4(z, lo[0], bcast4(&xb.qs, 0));
+                        let mut c = $dot4(z, hi[0], bcast4(&xb.qs, 16));
+                        for k in 1..4 {
+                            a = $dot4(a, lo[k], bcast4(&xb.qs, 4 * k));
+                            c = $dot4(c, hi[k], bcast4(&xb.qs, 16 + 4 * k));
+                        }
+                        let isum = _mm256_cvtepi32_ps(_mm256_add_epi32(a, c));
+                        let (dx, s) = f16_pair(xb.d, xb.s);
+                        let v = _mm256_add_ps(
+                            _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum),
+                            _mm256_mul_ps(m, s),
+                        );
+                        sum[n] = _mm256_add_ps(sum[n], v);
+                    }
+                }
+                for (n, s) in sum.into_iter().enumerate() {
+                    store8(&mut out[n * ROWS..], s);
+                }
+            }
+
+            /// `N` tokens of Q8_0 x Q8_0.   shapes: w: (nb,); x: (N, nb); out: (N, 8)
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn q8_0_n<const N: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
+                let nb = w.len();
+                let xs: [&[BlockQ8_0]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
+                let mut sum = [_mm256_setzero_ps(); N];
+                for (b, wb) in w.iter().enumerate() {
+                    // Chunk k: weights 4k..4k+4 of each row.
+                    let q: [__m256i; 8] = std::array::from_fn(|k| load32(&wb.qs[32 * k..]));
+                    let abs = q.map(|v| _mm256_abs_epi8(v));
+                    let dw = f16x8(&wb.d);
+                    for n in 0..N {
+                        let xb = &xs[n][b];
+                        let z = _mm256_setzero_si256();
+                        let signed = |k: usize| _mm256_sign_epi8(bcast4(&xb.qs, 4 * k), q[k]);
+                        let mut a = $dot4(z, abs[0], signed(0));
+                        let mut c = $dot4(z, abs[1], signed(1));
+                        for k in (2..8).step_by(2) {
+                            a = $dot4(a, abs[k], signed(k));
+                            c = $dot4(c, abs[k + 1], signed(k + 1));
+                        }
+                        let isum = _mm256_cvtepi32_ps(_mm256_add_epi32(a, c));
+                        let (dx, _) = f16_pair(xb.d, xb.d);
+                        let v = _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum);
+                        sum[n] = _mm256_add_ps(sum[n], v);
+                    }
+                }
+                for (n, s) in sum.into_iter().enumerate() {
+                    store8(&mut out[n * ROWS..], s);
+                }
+            }
+
+            /// Q4_1 rows x Q8_1 activations, bit-identical to
+            /// [`crate::reference::quant_tile::tile_q4_1_q8_1`].
+            /// shapes: w: (nb,); x: (T, nb); out: (T, 8)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn tile_q4_1_q8_1<const T: usize>(
+                _: $token,
+                w: &[BlockQ4_1x8],
+                x: &[BlockQ8_1],
+                out: &mut [f32],
+            ) {
+                tiles(w.len(), x, out, T, |x, out| {
+                    match x.len() / w.len().max(1) {
+                        4 => q4_1_n::<4>(w, x, out),
+                        _ => q4_1_n::<1>(w, x, out),
+                    }
+                });
+            }
+
+            /// Q8_0 rows x Q8_0 activations, bit-identical to
+            /// [`crate::reference::quant_tile::tile_q8_0_q8_0`].
+            /// shapes: w: (nb,); x: (T, nb); out: (T, 8)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn tile_q8_0_q8_0<const T: usize>(
+                _: $token,
+                w: &[BlockQ8_0x8],
+                x: &[BlockQ8_0],
+                out: &mut [f32],
+            ) {
+                tiles(w.len(), x, out, T, |x, out| {
+                    match x.len() / w.len().max(1) {
+                        4 => q8_0_n::<4>(w, x, out),
+                        _ => q8_0_n::<1>(w, x, out),
+                    }
+                });
+            }
+        }
+    };
+}
+
+/// Checks the shapes of a tile call (`t` = the specialized token count, 0 for any) and
+/// runs `f` on groups of four tokens, then on single tokens.
+/// shapes: x: (n_tok, nb); out: (n_tok, 8)
+#[inline(always)]
+pub(super) fn tiles<X>(nb: usize, x: &[X], out: &mut [f32], t: usize, mut f: impl FnMut(&[X], &mut [f32])) {
+    let n_tok = out.len() / ROWS;
+    assert!(
+        t == 0 || t == n_tok,
+        "tile specialized for {t} tokens called with {n_tok}"
+    );
+    assert_eq!(out.len(), n_tok * ROWS, "out holds whole tokens");
+    assert_eq!(x.len(), n_tok * nb, "x holds n_tok rows of nb blocks");
+    if nb == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let (x4, x1) = x.split_at(n_tok / 4 * 4 * nb);
+    let (o4, o1) = out.split_at_mut(n_tok / 4 * 4 * ROWS);
+    for (x, o) in x4.chunks_exact(4 * nb).zip(o4.chunks_exact_mut(4 * ROWS)) {
+        f(x, o);
+    }
+    for (x, o) in x1.chunks_exact(nb).zip(o1.chunks_exact_mut(ROWS)) {
+        f(x, o);
+    }
+}
+
+x86_tiles!(avx2, crate::isa::Avx2Token, "avx2,fma,f16c", dot4_avx2);
+x86_tiles!(
+    avx512,
+    crate::isa::Avx512Token,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    dot4_vnni
+);

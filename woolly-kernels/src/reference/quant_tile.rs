@@ -1,0 +1,52 @@
+//! References for the tile kernels over row-interleaved weights
+//! ([`crate::quant::interleaved`]): eight weight rows against a few activation rows.
+//!
+//! Written as the obvious thing: unpack the eight rows and take each (token, row) dot
+//! product with the reference dot of [`super::quant_dot`]. A fast tile kernel keeps one
+//! row per lane and combines blocks in the same order, so it must agree **bit for bit**.
+
+use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS};
+use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
+use crate::quant::{BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+
+use super::quant_dot as qd;
+
+/// `out[t * 8 + r] = dot(row r, token t)` with `dot` the reference dot of the format.
+/// shapes: w: (nb,) interleaved blocks of 8 rows; x: (n_tok, nb); out: (n_tok, 8)
+pub fn tile<B: Interleave, X>(w: &[B::X8], x: &[X], out: &mut [f32], dot: fn(&[B], &[X]) -> f32) {
+    let nb = w.len();
+    let n_tok = out.len() / ROWS;
+    assert_eq!(out.len(), n_tok * ROWS, "out holds whole tokens");
+    assert_eq!(x.len(), n_tok * nb, "x holds n_tok rows of nb blocks");
+    let unpacked: Vec<[B; ROWS]> = w.iter().map(B::unpack).collect();
+    for r in 0..ROWS {
+        let row: Vec<B> = unpacked.iter().map(|b| b[r]).collect();
+        for t in 0..n_tok {
+            out[t * ROWS + r] = dot(&row, &x[t * nb..(t + 1) * nb]);
+        }
+    }
+}
+
+/// Q4_1 rows (interleaved) against Q8_1 activations; see [`tile`].
+/// shapes: w: (nb,); x: (n_tok, nb); out: (n_tok, 8)
+pub fn tile_q4_1_q8_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
+    tile::<BlockQ4_1, _>(w, x, out, qd::vec_dot_q4_1_q8_1);
+}
+
+/// Q8_0 rows (interleaved) against Q8_0 activations; see [`tile`].
+/// shapes: w: (nb,); x: (n_tok, nb); out: (n_tok, 8)
+pub fn tile_q8_0_q8_0(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
+    tile::<BlockQ8_0, _>(w, x, out, qd::vec_dot_q8_0_q8_0);
+}
+
+/// Q4_K rows (interleaved) against Q8_K activations; see [`tile`].
+/// shapes: w: (nb,) super-blocks of 8 rows; x: (n_tok, nb); out: (n_tok, 8)
+pub fn tile_q4k_q8k(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    tile::<BlockQ4K, _>(w, x, out, qd::vec_dot_q4k_q8k);
+}
+
+/// Q6_K rows (interleaved) against Q8_K activations; see [`tile`].
+/// shapes: w: (nb,) super-blocks of 8 rows; x: (n_tok, nb); out: (n_tok, 8)
+pub fn tile_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    tile::<BlockQ6K, _>(w, x, out, qd::vec_dot_q6k_q8k);
+}
