@@ -189,13 +189,17 @@ impl Model {
     }
 
     /// Evaluates a batch; the logits of the tokens that asked are in `scratch.logits()`.
+    ///
+    /// The pass runs on a thread of the current rayon pool: called from outside the pool
+    /// (a program's main thread), the caller hands the whole pass over once and waits,
+    /// instead of waking the pool and being woken for each of its ~200 parallel steps.
     pub fn forward(
         &self,
         batch: &[BatchToken],
         kv: &mut KvCache,
         scratch: &mut Scratch,
     ) -> Result<(), ForwardError> {
-        forward::forward(self, batch, kv, scratch)
+        rayon::scope(|_| forward::forward(self, batch, kv, scratch))
     }
 }
 
