@@ -10,9 +10,11 @@
 use crate::GgmlType;
 use crate::dispatch::Kernels;
 use crate::isa::Isa;
-use crate::ops::matvec::{MatmulScratch, MatvecError, check_len, for_row_chunks, quantize_rows};
+use crate::ops::matvec::{
+    MatmulScratch, MatvecError, check_len, for_row_chunks, quantize_rows, rows_per_task,
+};
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, pack_rows};
-use crate::quant::{self, Block, BlockQ4_1, BlockQ8_0};
+use crate::quant::{self, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// The interleaved blocks of one matrix.
 #[derive(Debug)]
@@ -116,68 +118,93 @@ impl PackedMatrix {
     }
 }
 
-/// `y = W x` over packed rows: quantize each activation row, then for each group of
-/// eight rows run `tile(w_group, x_tokens, out)` over the batch (four tokens per call
-/// where the kernel is specialized for that), split across threads by row groups.
-/// shapes: w: (groups, nb); x: (batch, nb) quantized; y: (batch, rows)
-fn packed_product<W: Sync, X: Sync>(
+/// A batch of activation rows quantized to the format a packed type pairs with.
+/// shapes: (batch, cols / 32) blocks
+#[derive(Clone, Copy)]
+enum Quantized<'a> {
+    Q8_1(&'a [BlockQ8_1]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+/// Row group `g` (of `groups`) of `w` against tokens `t0..t1` of `x (batch, nb)`, into
+/// `out (t1 - t0, 8)`: `four` on runs of four tokens, `one` on the rest (the tile
+/// kernels' specialized shapes).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a tile's coordinates and its two kernels"
+)]
+fn tile_group<W, X>(
     w: &[W],
-    rows: usize,
-    xq: &[X],
-    batch: usize,
-    y: &mut [f32],
-    yt: &mut Vec<f32>,
-    tile: impl Fn(&[W], &[X], &mut [f32]) + Sync + Send,
+    g: usize,
+    groups: usize,
+    x: &[X],
+    (t0, t1): (usize, usize),
+    out: &mut [f32],
+    four: impl Fn(&[W], &[X], &mut [f32]),
+    one: impl Fn(&[W], &[X], &mut [f32]),
 ) {
-    let groups = rows / ROWS;
     let nb = w.len() / groups;
-    let per_task = crate::ops::matvec::rows_per_task(groups, size_of_val(&w[..nb]) * batch);
-    let weights = rows * nb * 32 * batch;
-    // (groups, batch, 8): each group's outputs for every token, token-major.
-    let out: &mut [f32] = if batch == 1 {
-        y
-    } else {
-        yt.clear();
-        yt.resize(rows * batch, 0.0);
-        yt
-    };
-    for_row_chunks(out, batch * ROWS, weights, per_task, |g0, chunk| {
-        let n_groups = chunk.len() / (batch * ROWS);
-        for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
-            let t1 = (t0 + TOKENS_PER_PASS).min(batch);
-            for g in 0..n_groups {
-                let wg = &w[(g0 + g) * nb..][..nb];
-                let o = &mut chunk[g * batch * ROWS..][t0 * ROWS..t1 * ROWS];
-                tile(wg, &xq[t0 * nb..t1 * nb], o);
-            }
-        }
-    });
-    if batch > 1 {
-        for (g, go) in yt.chunks_exact(batch * ROWS).enumerate() {
-            for (t, o) in go.chunks_exact(ROWS).enumerate() {
-                y[t * rows + g * ROWS..][..ROWS].copy_from_slice(o);
-            }
-        }
+    let wg = &w[g * nb..][..nb];
+    let x = &x[t0 * nb..t1 * nb];
+    let n4 = (t1 - t0) / 4 * 4;
+    let (o4, o1) = out.split_at_mut(n4 * ROWS);
+    let (x4, x1) = x.split_at(n4 * nb);
+    for (x, o) in x4.chunks_exact(4 * nb).zip(o4.chunks_exact_mut(4 * ROWS)) {
+        four(wg, x, o);
+    }
+    for (x, o) in x1.chunks_exact(nb).zip(o1.chunks_exact_mut(ROWS)) {
+        one(wg, x, o);
     }
 }
 
-/// Runs `four` on each run of four tokens of `x (n, nb)` / `o (n, 8)` and `one` on the
-/// remaining tokens: the tile kernels' specialized shapes.
-fn by_fours<X>(
-    nb: usize,
-    x: &[X],
-    o: &mut [f32],
-    four: impl Fn(&[X], &mut [f32]),
-    one: impl Fn(&[X], &mut [f32]),
-) {
-    let n4 = o.len() / ROWS / 4 * 4;
-    let (o4, o1) = o.split_at_mut(n4 * ROWS);
-    let (x4, x1) = x.split_at(n4 * nb);
-    for (x, o) in x4.chunks_exact(4 * nb).zip(o4.chunks_exact_mut(4 * ROWS)) {
-        four(x, o);
+impl PackedMatrix {
+    /// The activation format these weights pair with (ggml's `vec_dot_type`); products
+    /// of matrices that share it can share one quantized batch
+    /// ([`Kernels::matmul_packed_many_with`]).
+    pub fn activation_type(&self) -> GgmlType {
+        match self.blocks {
+            Packed::Q4_1(_) => GgmlType::Q8_1,
+            Packed::Q8_0(_) => GgmlType::Q8_0,
+        }
     }
-    for (x, o) in x1.chunks_exact(nb).zip(o1.chunks_exact_mut(ROWS)) {
-        one(x, o);
+
+    /// Row groups of eight.
+    fn groups(&self) -> usize {
+        self.rows / ROWS
+    }
+
+    /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`.
+    fn tile(&self, k: &Kernels, g: usize, x: Quantized<'_>, t: (usize, usize), out: &mut [f32]) {
+        let groups = self.groups();
+        match (&self.blocks, x) {
+            (Packed::Q4_1(w), Quantized::Q8_1(x)) => {
+                let (f1, f4) = (k.tile_x1.q4_1, k.tile_x4.q4_1);
+                tile_group(
+                    w,
+                    g,
+                    groups,
+                    x,
+                    t,
+                    out,
+                    |w, x, o| f4.call(w, x, o),
+                    |w, x, o| f1.call(w, x, o),
+                );
+            }
+            (Packed::Q8_0(w), Quantized::Q8_0(x)) => {
+                let (f1, f4) = (k.tile_x1.q8_0, k.tile_x4.q8_0);
+                tile_group(
+                    w,
+                    g,
+                    groups,
+                    x,
+                    t,
+                    out,
+                    |w, x, o| f4.call(w, x, o),
+                    |w, x, o| f1.call(w, x, o),
+                );
+            }
+            _ => unreachable!("activations are quantized for the weights' type"),
+        }
     }
 }
 
@@ -202,42 +229,95 @@ impl Kernels {
         batch: usize,
         y: &mut [f32],
     ) -> Result<(), MatvecError> {
-        check_len("x", x.len(), batch * w.cols)?;
-        check_len("y", y.len(), batch * w.rows)?;
+        self.matmul_packed_many_with(scratch, &[w], x, batch, &mut [y])
+    }
+
+    /// `ys[i] = x W_i^T` for matrices that read the same activations (a layer's query,
+    /// key and value projections; its gate and up projections), in one parallel pass:
+    /// the batch is quantized once and the threads share out the row groups of all the
+    /// matrices, so the pass pays one fork and join instead of one per matrix. Each
+    /// output is bit-identical to [`Kernels::matmul_packed_with`] of its matrix alone.
+    ///
+    /// Every row group runs its tile over up to [`TOKENS_PER_PASS`] tokens before the
+    /// next group, so a group's weights are read from memory once per pass of tokens
+    /// and the tokens' activations stay in L2.
+    /// shapes: ws[i]: (rows_i, cols); x: (batch, cols); ys[i]: (batch, rows_i)
+    ///
+    /// # Errors
+    /// No matrices, matrices of other widths or activation formats than the first
+    /// (`UnsupportedType` names the odd type), or buffers whose lengths do not match.
+    pub fn matmul_packed_many_with(
+        &self,
+        scratch: &mut MatmulScratch,
+        ws: &[&PackedMatrix],
+        x: &[f32],
+        batch: usize,
+        ys: &mut [&mut [f32]],
+    ) -> Result<(), MatvecError> {
+        let Some(first) = ws.first() else {
+            return Err(MatvecError::Shape {
+                buffer: "ws",
+                len: 0,
+                expected: 1,
+            });
+        };
+        check_len("ys", ys.len(), ws.len())?;
+        check_len("x", x.len(), batch * first.cols)?;
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            check_len("w", w.cols, first.cols)?;
+            if w.activation_type() != first.activation_type() {
+                return Err(MatvecError::UnsupportedType(w.ty));
+            }
+            check_len("y", y.len(), batch * w.rows)?;
+        }
         if batch == 0 {
             return Ok(());
         }
-        let (x1, x4) = (self.tile_x1, self.tile_x4);
-        match &w.blocks {
-            Packed::Q4_1(blocks) => {
-                let xq = quantize_rows(&mut scratch.q8_1, x, batch, |x, q| {
-                    self.quantize_q8_1.call(x, q)
-                });
-                let (f1, f4) = (x1.q4_1, x4.q4_1);
-                packed_product(blocks, w.rows, xq, batch, y, &mut scratch.yt, |w, x, o| {
-                    by_fours(
-                        w.len(),
-                        x,
-                        o,
-                        |x, o| f4.call(w, x, o),
-                        |x, o| f1.call(w, x, o),
-                    )
-                });
+        let MatmulScratch { q8_0, q8_1, yt, .. } = scratch;
+        let xq = match first.activation_type() {
+            GgmlType::Q8_1 => Quantized::Q8_1(quantize_rows(q8_1, x, batch, |x, q| {
+                self.quantize_q8_1.call(x, q)
+            })),
+            GgmlType::Q8_0 => Quantized::Q8_0(quantize_rows(q8_0, x, batch, |x, q| {
+                self.quantize_q8_0.call(x, q)
+            })),
+            other => unreachable!("no packed type pairs with {other}"),
+        };
+        // Row group `g` of the pass is group `g - start[i]` of matrix `i`.
+        let mut start = [0usize; 8];
+        assert!(ws.len() <= start.len(), "at most 8 matrices share a pass");
+        for i in 1..ws.len() {
+            start[i] = start[i - 1] + ws[i - 1].groups();
+        }
+        let groups: usize = ws.iter().map(|w| w.groups()).sum();
+        let bytes: usize = ws.iter().map(|w| w.bytes()).sum();
+        let per_task = rows_per_task(groups, bytes / groups * batch);
+        // (groups, batch, 8): each group's outputs for every token, token-major.
+        yt.clear();
+        yt.resize(groups * batch * ROWS, 0.0);
+        let weights = groups * ROWS * first.cols * batch;
+        for_row_chunks(yt, batch * ROWS, weights, per_task, |g0, chunk| {
+            let n_groups = chunk.len() / (batch * ROWS);
+            for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
+                let t1 = (t0 + TOKENS_PER_PASS).min(batch);
+                for (j, out) in chunk
+                    .chunks_exact_mut(batch * ROWS)
+                    .enumerate()
+                    .take(n_groups)
+                {
+                    let g = g0 + j;
+                    let i = start[..ws.len()].partition_point(|&s| s <= g) - 1;
+                    let out = &mut out[t0 * ROWS..t1 * ROWS];
+                    ws[i].tile(self, g - start[i], xq, (t0, t1), out);
+                }
             }
-            Packed::Q8_0(blocks) => {
-                let xq = quantize_rows(&mut scratch.q8_0, x, batch, |x, q| {
-                    self.quantize_q8_0.call(x, q)
-                });
-                let (f1, f4) = (x1.q8_0, x4.q8_0);
-                packed_product(blocks, w.rows, xq, batch, y, &mut scratch.yt, |w, x, o| {
-                    by_fours(
-                        w.len(),
-                        x,
-                        o,
-                        |x, o| f4.call(w, x, o),
-                        |x, o| f1.call(w, x, o),
-                    )
-                });
+        });
+        for ((w, y), &s) in ws.iter().zip(ys.iter_mut()).zip(&start) {
+            let part = &yt[s * batch * ROWS..][..w.rows * batch];
+            for (g, go) in part.chunks_exact(batch * ROWS).enumerate() {
+                for (t, o) in go.chunks_exact(ROWS).enumerate() {
+                    y[t * w.rows + g * ROWS..][..ROWS].copy_from_slice(o);
+                }
             }
         }
         Ok(())
@@ -281,6 +361,61 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// Several matrices in one pass equal each matrix alone, bit for bit; mixing
+    /// activation formats or widths is refused.
+    #[test]
+    fn one_pass_over_many_matrices_equals_each_alone() {
+        let mut rng = TestRng::new(22);
+        let cols = 256;
+        let ty = GgmlType::Q4_1;
+        let mats: Vec<PackedMatrix> = [64, 24, 24]
+            .iter()
+            .map(|&rows| {
+                let wf = rng.f32s(rows * cols);
+                let mut w = vec![0u8; rows * cols / 32 * 20];
+                quant::quantize_row(ty, &wf, &mut w).unwrap();
+                PackedMatrix::pack(ty, &w, rows, cols).unwrap().unwrap()
+            })
+            .collect();
+        for_each_isa("packed matmul many", |isa| {
+            let k = Kernels::select(isa);
+            for batch in [1, 6, 70] {
+                let x = rng.f32s(batch * cols);
+                let mut want: Vec<Vec<f32>> = Vec::new();
+                for m in &mats {
+                    let mut y = vec![0.0; batch * m.rows()];
+                    k.matmul_packed_with(&mut MatmulScratch::new(), m, &x, batch, &mut y)
+                        .unwrap();
+                    want.push(y);
+                }
+                let mut got: Vec<Vec<f32>> =
+                    mats.iter().map(|m| rng.f32s(batch * m.rows())).collect();
+                let mut ys: Vec<&mut [f32]> = got.iter_mut().map(|y| y.as_mut_slice()).collect();
+                let ws: Vec<&PackedMatrix> = mats.iter().collect();
+                k.matmul_packed_many_with(&mut MatmulScratch::new(), &ws, &x, batch, &mut ys)
+                    .unwrap();
+                assert_eq!(got, want, "batch {batch} on {isa}");
+            }
+        });
+        let mut w8 = vec![0u8; 8 * cols / 32 * 34];
+        quant::quantize_row(GgmlType::Q8_0, &rng.f32s(8 * cols), &mut w8).unwrap();
+        let q8 = PackedMatrix::pack(GgmlType::Q8_0, &w8, 8, cols)
+            .unwrap()
+            .unwrap();
+        let k = Kernels::select(Isa::Scalar);
+        let (mut a, mut b) = (vec![0.0; 64], vec![0.0; 8]);
+        let err = k
+            .matmul_packed_many_with(
+                &mut MatmulScratch::new(),
+                &[&mats[0], &q8],
+                &rng.f32s(cols),
+                1,
+                &mut [&mut a, &mut b],
+            )
+            .unwrap_err();
+        assert_eq!(err, MatvecError::UnsupportedType(GgmlType::Q8_0));
     }
 
     #[test]
