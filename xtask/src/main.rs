@@ -5,6 +5,7 @@
 //! - `fuzz [--time 60] [TARGET]`: the cargo-fuzz targets under `fuzz/`, each for `--time` s.
 //! - `bench [--quick]`: benchmarks, side by side with llama.cpp when installed.
 //! - `make-model`: a Llama GGUF with random weights at a real shape, for benchmarks.
+//! - `gen --model M.gguf`: extend `woolly-kernels/specialize.toml` with a model's dimensions.
 //! - `test --aarch64`: the kernel and model suites under qemu.
 
 mod aarch64;
@@ -12,6 +13,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod make_model;
+mod specialize;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -72,6 +74,13 @@ enum Cmd {
         /// sampling_params); all when absent.
         target: Option<String>,
     },
+    /// Extend woolly-kernels/specialize.toml with a model's dimensions, so the next
+    /// build specializes the kernels for it.
+    Gen {
+        /// The model whose hidden, head and FFN sizes to add.
+        #[arg(short, long)]
+        model: std::path::PathBuf,
+    },
     /// Download a known model into the cache (sha256-checked).
     FetchModel {
         /// The model's short name: smollm2.
@@ -107,6 +116,11 @@ fn main() -> anyhow::Result<()> {
             seed,
         } => make_model::run(&shape, &ty, &vocab_from, &out, seed),
         Cmd::Fuzz { time, target } => fuzz::run(time, target),
+        Cmd::Gen { model } => specialize::run(
+            &model,
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../woolly-kernels/specialize.toml"),
+        ),
         Cmd::FetchModel { name } => {
             let Some(model) = woolly_model::fetch::known_model(&name) else {
                 let known: Vec<_> = woolly_model::fetch::KNOWN_MODELS
