@@ -28,6 +28,10 @@ pub struct Tiles {
     pub q4_1: qtile::tile_q4_1_q8_1::Selected,
     /// Q8_0 rows x Q8_0 activations.
     pub q8_0: qtile::tile_q8_0_q8_0::Selected,
+    /// Q4_K rows x Q8_K activations.
+    pub q4k: qtile::tile_q4k_q8k::Selected,
+    /// Q6_K rows x Q8_K activations.
+    pub q6k: qtile::tile_q6k_q8k::Selected,
 }
 
 impl Tiles {
@@ -36,6 +40,8 @@ impl Tiles {
         Tiles {
             q4_1: qtile::tile_q4_1_q8_1::select(isa, &[tokens]),
             q8_0: qtile::tile_q8_0_q8_0::select(isa, &[tokens]),
+            q4k: qtile::tile_q4k_q8k::select(isa, &[tokens]),
+            q6k: qtile::tile_q6k_q8k::select(isa, &[tokens]),
         }
     }
 }

@@ -355,6 +355,18 @@ impl TestRng {
         quant::interleaved::pack_rows(&w, quant::interleaved::ROWS)
     }
 
+    /// `nb` interleaved Q4_K super-blocks: one block column of eight random rows each.
+    pub fn q4kx8(&mut self, nb: usize) -> Vec<quant::interleaved_k::BlockQ4Kx8> {
+        let w = self.q4k(quant::interleaved::ROWS * nb);
+        quant::interleaved::pack_rows(&w, quant::interleaved::ROWS)
+    }
+
+    /// `nb` interleaved Q6_K super-blocks: one block column of eight random rows each.
+    pub fn q6kx8(&mut self, nb: usize) -> Vec<quant::interleaved_k::BlockQ6Kx8> {
+        let w = self.q6k(quant::interleaved::ROWS * nb);
+        quant::interleaved::pack_rows(&w, quant::interleaved::ROWS)
+    }
+
     /// `n` Q8_1 activation blocks quantized from random values.
     pub fn q8_1_act(&mut self, n: usize) -> Vec<quant::BlockQ8_1> {
         let x = self.f32s(n * quant::QK);

@@ -215,6 +215,34 @@ pub(crate) fn matmul(
     reference_matmul(w, data, x, n_tok, y, ls);
 }
 
+/// `ys[i] = x W_i^T` for projections of the same input (a layer's q, k and v; its gate
+/// and up): one parallel pass over all of them when they are packed with a shared
+/// activation format, else one [`matmul`] each. Bit-identical either way.
+pub(crate) fn matmul_many<const N: usize>(
+    kernels: &Kernels,
+    ws: [(&Weight, &[u8]); N],
+    x: &[f32],
+    n_tok: usize,
+    ys: &mut [&mut [f32]; N],
+    ls: &mut LinearScratch,
+) {
+    let act = |w: &Weight| w.packed.as_ref().map(|p| p.activation_type());
+    if N > 0
+        && ws
+            .iter()
+            .all(|(w, _)| act(w).is_some() && act(w) == act(ws[0].0))
+    {
+        let packed = ws.map(|(w, _)| w.packed.as_deref().expect("checked above"));
+        kernels
+            .matmul_packed_many_with(&mut ls.kernel, &packed, x, n_tok, ys)
+            .expect("weight shapes were checked at load");
+        return;
+    }
+    for ((w, data), y) in ws.into_iter().zip(ys.iter_mut()) {
+        matmul(kernels, w, data, x, n_tok, y, ls);
+    }
+}
+
 /// [`matmul`] for the weight types the kernels do not cover yet, with the scalar
 /// reference dots.
 fn reference_matmul(

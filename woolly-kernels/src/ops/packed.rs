@@ -14,13 +14,16 @@ use crate::ops::matvec::{
     MatmulScratch, MatvecError, check_len, for_row_chunks, quantize_rows, rows_per_task,
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, pack_rows};
-use crate::quant::{self, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
+use crate::quant::{self, Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
 
 /// The interleaved blocks of one matrix.
 #[derive(Debug)]
 enum Packed {
     Q4_1(Vec<BlockQ4_1x8>),
     Q8_0(Vec<BlockQ8_0x8>),
+    Q4K(Vec<BlockQ4Kx8>),
+    Q6K(Vec<BlockQ6Kx8>),
 }
 
 /// A weight matrix of `rows` x `cols` in interleaved blocks, rows in groups of eight.
@@ -56,7 +59,11 @@ fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> Vec<B::X8> {
 impl PackedMatrix {
     /// Whether matrices of type `ty` with `rows` rows can be packed.
     pub fn supports(ty: GgmlType, rows: usize) -> bool {
-        matches!(ty, GgmlType::Q4_1 | GgmlType::Q8_0) && rows.is_multiple_of(ROWS) && rows > 0
+        matches!(
+            ty,
+            GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q6K
+        ) && rows.is_multiple_of(ROWS)
+            && rows > 0
     }
 
     /// Packs `w` (`rows` x `cols` in `ty`'s blocks, as stored in GGUF), or `None` when
@@ -84,6 +91,8 @@ impl PackedMatrix {
         let blocks = match ty {
             GgmlType::Q4_1 => Packed::Q4_1(pack_blocks::<BlockQ4_1>(w, rows)),
             GgmlType::Q8_0 => Packed::Q8_0(pack_blocks::<BlockQ8_0>(w, rows)),
+            GgmlType::Q4K => Packed::Q4K(pack_blocks::<BlockQ4K>(w, rows)),
+            GgmlType::Q6K => Packed::Q6K(pack_blocks::<BlockQ6K>(w, rows)),
             _ => unreachable!("supports() lists the packed types"),
         };
         Ok(Some(PackedMatrix {
@@ -114,6 +123,8 @@ impl PackedMatrix {
         match &self.blocks {
             Packed::Q4_1(b) => size_of_val(b.as_slice()),
             Packed::Q8_0(b) => size_of_val(b.as_slice()),
+            Packed::Q4K(b) => size_of_val(b.as_slice()),
+            Packed::Q6K(b) => size_of_val(b.as_slice()),
         }
     }
 }
@@ -124,6 +135,7 @@ impl PackedMatrix {
 enum Quantized<'a> {
     Q8_1(&'a [BlockQ8_1]),
     Q8_0(&'a [BlockQ8_0]),
+    Q8K(&'a [BlockQ8K]),
 }
 
 /// Row group `g` (of `groups`) of `w` against tokens `t0..t1` of `x (batch, nb)`, into
@@ -165,6 +177,7 @@ impl PackedMatrix {
         match self.blocks {
             Packed::Q4_1(_) => GgmlType::Q8_1,
             Packed::Q8_0(_) => GgmlType::Q8_0,
+            Packed::Q4K(_) | Packed::Q6K(_) => GgmlType::Q8K,
         }
     }
 
@@ -192,6 +205,32 @@ impl PackedMatrix {
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x)) => {
                 let (f1, f4) = (k.tile_x1.q8_0, k.tile_x4.q8_0);
+                tile_group(
+                    w,
+                    g,
+                    groups,
+                    x,
+                    t,
+                    out,
+                    |w, x, o| f4.call(w, x, o),
+                    |w, x, o| f1.call(w, x, o),
+                );
+            }
+            (Packed::Q4K(w), Quantized::Q8K(x)) => {
+                let (f1, f4) = (k.tile_x1.q4k, k.tile_x4.q4k);
+                tile_group(
+                    w,
+                    g,
+                    groups,
+                    x,
+                    t,
+                    out,
+                    |w, x, o| f4.call(w, x, o),
+                    |w, x, o| f1.call(w, x, o),
+                );
+            }
+            (Packed::Q6K(w), Quantized::Q8K(x)) => {
+                let (f1, f4) = (k.tile_x1.q6k, k.tile_x4.q6k);
                 tile_group(
                     w,
                     g,
@@ -273,13 +312,22 @@ impl Kernels {
         if batch == 0 {
             return Ok(());
         }
-        let MatmulScratch { q8_0, q8_1, yt, .. } = scratch;
+        let MatmulScratch {
+            q8_0,
+            q8_1,
+            q8k,
+            yt,
+            ..
+        } = scratch;
         let xq = match first.activation_type() {
             GgmlType::Q8_1 => Quantized::Q8_1(quantize_rows(q8_1, x, batch, |x, q| {
                 self.quantize_q8_1.call(x, q)
             })),
             GgmlType::Q8_0 => Quantized::Q8_0(quantize_rows(q8_0, x, batch, |x, q| {
                 self.quantize_q8_0.call(x, q)
+            })),
+            GgmlType::Q8K => Quantized::Q8K(quantize_rows(q8k, x, batch, |x, q| {
+                self.quantize_q8k.call(x, q)
             })),
             other => unreachable!("no packed type pairs with {other}"),
         };
@@ -334,8 +382,8 @@ mod tests {
     #[test]
     fn packed_matmul_equals_matmul() {
         let mut rng = TestRng::new(21);
-        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-            let (rows, cols) = (136, 320);
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+            let (rows, cols) = (136, 512);
             let wf = rng.f32s(rows * cols);
             let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
             quant::quantize_row(ty, &wf, &mut w).unwrap();
@@ -369,36 +417,51 @@ mod tests {
     fn one_pass_over_many_matrices_equals_each_alone() {
         let mut rng = TestRng::new(22);
         let cols = 256;
-        let ty = GgmlType::Q4_1;
-        let mats: Vec<PackedMatrix> = [64, 24, 24]
+        // One format, and Q4_K beside Q6_K (both against Q8_K, as in Q4_K_M models whose
+        // value projections are upgraded to Q6_K).
+        let q4_1 = [GgmlType::Q4_1; 3];
+        let k_mix = [GgmlType::Q4K, GgmlType::Q4K, GgmlType::Q6K];
+        for types in [q4_1, k_mix] {
+            let mats: Vec<PackedMatrix> = [64, 24, 24]
+                .iter()
+                .zip(types)
+                .map(|(&rows, ty)| {
+                    let wf = rng.f32s(rows * cols);
+                    let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+                    quant::quantize_row(ty, &wf, &mut w).unwrap();
+                    PackedMatrix::pack(ty, &w, rows, cols).unwrap().unwrap()
+                })
+                .collect();
+            for_each_isa("packed matmul many", |isa| {
+                let k = Kernels::select(isa);
+                for batch in [1, 6, 70] {
+                    let x = rng.f32s(batch * cols);
+                    let mut want: Vec<Vec<f32>> = Vec::new();
+                    for m in &mats {
+                        let mut y = vec![0.0; batch * m.rows()];
+                        k.matmul_packed_with(&mut MatmulScratch::new(), m, &x, batch, &mut y)
+                            .unwrap();
+                        want.push(y);
+                    }
+                    let mut got: Vec<Vec<f32>> =
+                        mats.iter().map(|m| rng.f32s(batch * m.rows())).collect();
+                    let mut ys: Vec<&mut [f32]> =
+                        got.iter_mut().map(|y| y.as_mut_slice()).collect();
+                    let ws: Vec<&PackedMatrix> = mats.iter().collect();
+                    k.matmul_packed_many_with(&mut MatmulScratch::new(), &ws, &x, batch, &mut ys)
+                        .unwrap();
+                    assert_eq!(got, want, "{types:?} batch {batch} on {isa}");
+                }
+            });
+        }
+        let mats: Vec<PackedMatrix> = [GgmlType::Q4_1]
             .iter()
-            .map(|&rows| {
-                let wf = rng.f32s(rows * cols);
-                let mut w = vec![0u8; rows * cols / 32 * 20];
-                quant::quantize_row(ty, &wf, &mut w).unwrap();
-                PackedMatrix::pack(ty, &w, rows, cols).unwrap().unwrap()
+            .map(|&ty| {
+                let mut w = vec![0u8; 64 * cols / 32 * 20];
+                quant::quantize_row(ty, &rng.f32s(64 * cols), &mut w).unwrap();
+                PackedMatrix::pack(ty, &w, 64, cols).unwrap().unwrap()
             })
             .collect();
-        for_each_isa("packed matmul many", |isa| {
-            let k = Kernels::select(isa);
-            for batch in [1, 6, 70] {
-                let x = rng.f32s(batch * cols);
-                let mut want: Vec<Vec<f32>> = Vec::new();
-                for m in &mats {
-                    let mut y = vec![0.0; batch * m.rows()];
-                    k.matmul_packed_with(&mut MatmulScratch::new(), m, &x, batch, &mut y)
-                        .unwrap();
-                    want.push(y);
-                }
-                let mut got: Vec<Vec<f32>> =
-                    mats.iter().map(|m| rng.f32s(batch * m.rows())).collect();
-                let mut ys: Vec<&mut [f32]> = got.iter_mut().map(|y| y.as_mut_slice()).collect();
-                let ws: Vec<&PackedMatrix> = mats.iter().collect();
-                k.matmul_packed_many_with(&mut MatmulScratch::new(), &ws, &x, batch, &mut ys)
-                    .unwrap();
-                assert_eq!(got, want, "batch {batch} on {isa}");
-            }
-        });
         let mut w8 = vec![0u8; 8 * cols / 32 * 34];
         quant::quantize_row(GgmlType::Q8_0, &rng.f32s(8 * cols), &mut w8).unwrap();
         let q8 = PackedMatrix::pack(GgmlType::Q8_0, &w8, 8, cols)

@@ -43,7 +43,10 @@ pub(super) fn interleave_bytes<const N: usize, const M: usize>(rows: [&[u8; N]; 
 }
 
 /// The inverse of [`interleave_bytes`]: row `r`'s `N` bytes.
-pub(super) fn deinterleave_bytes<const N: usize, const M: usize>(bytes: &[u8; M], r: usize) -> [u8; N] {
+pub(super) fn deinterleave_bytes<const N: usize, const M: usize>(
+    bytes: &[u8; M],
+    r: usize,
+) -> [u8; N] {
     assert_eq!(M, N * ROWS);
     let mut out = [0u8; N];
     for (k, group) in out.chunks_exact_mut(4).enumerate() {

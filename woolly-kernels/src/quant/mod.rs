@@ -19,6 +19,7 @@
 pub mod blocks;
 pub mod float;
 pub mod interleaved;
+pub mod interleaved_k;
 pub mod kquants;
 pub mod legacy;
 pub mod search;

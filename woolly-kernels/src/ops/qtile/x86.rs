@@ -213,7 +213,13 @@ macro_rules! x86_tiles {
 /// runs `f` on groups of four tokens, then on single tokens.
 /// shapes: x: (n_tok, nb); out: (n_tok, 8)
 #[inline(always)]
-pub(super) fn tiles<X>(nb: usize, x: &[X], out: &mut [f32], t: usize, mut f: impl FnMut(&[X], &mut [f32])) {
+pub(super) fn tiles<X>(
+    nb: usize,
+    x: &[X],
+    out: &mut [f32],
+    t: usize,
+    mut f: impl FnMut(&[X], &mut [f32]),
+) {
     let n_tok = out.len() / ROWS;
     assert!(
         t == 0 || t == n_tok,

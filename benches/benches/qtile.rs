@@ -1,0 +1,170 @@
+//! Tile kernels over row-interleaved weights against the per-row dot products they
+//! replace (the current matvec path), per format and ISA: one thread, a 4096 x 4096
+//! matrix, one token (`T1`, throughput in weight bytes) and four tokens (`T4`,
+//! throughput in elements = flops, `2 * rows * cols * 4`).
+//!
+//! Run: `cargo bench -p woolly-benches --bench qtile -- [filter]`. The matrix (9-18 MB)
+//! sits in the last-level cache after the first pass; set `WOOLLY_BENCH_MATRICES=N` to
+//! cycle through N copies instead so the weights stream from DRAM.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use woolly_kernels::ops::qtile;
+use woolly_kernels::quant::interleaved::{Interleave, ROWS, pack_rows};
+use woolly_kernels::quant::{Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+use woolly_kernels::testing::TestRng;
+use woolly_kernels::{Isa, Kernels};
+
+const ROWS_N: usize = 4096;
+const COLS: usize = 4096;
+
+/// A tile kernel: shapes w: (nb,); x: (T, nb); out: (T, 8).
+type TileFn<'a, W, X> = Box<dyn Fn(&[W], &[X], &mut [f32]) + 'a>;
+/// A per-row dot: shapes w, x: (nb,).
+type DotFn<'a, B, X> = Box<dyn Fn(&[B], &[X]) -> f32 + 'a>;
+
+fn copies() -> usize {
+    std::env::var("WOOLLY_BENCH_MATRICES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The fast ISAs here (the scalar tile is the unpacking reference, not a contender).
+fn isas() -> Vec<Isa> {
+    Isa::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .collect()
+}
+
+/// Benches one format: `w` is a `ROWS_N x nb` matrix of blocks, `x` four tokens of `nb`
+/// activation blocks; `tile(isa, t)` and `dot(isa)` give the kernels.
+fn bench_format<'k, B: Interleave + Block, X: Copy>(
+    c: &mut Criterion,
+    name: &str,
+    w: Vec<B>,
+    x: Vec<X>,
+    tile: impl Fn(Isa, usize) -> TileFn<'k, B::X8, X>,
+    dot: impl Fn(Isa) -> DotFn<'k, B, X>,
+) {
+    let nb = COLS / B::BLOCK_LEN;
+    let mats: Vec<Vec<B>> = (0..copies()).map(|_| w.clone()).collect();
+    let packed: Vec<Vec<B::X8>> = mats.iter().map(|m| pack_rows(m, ROWS_N)).collect();
+    let bytes = (ROWS_N * nb * B::BYTES) as u64;
+    let mut y = vec![0.0f32; 4 * ROWS_N];
+    for t in [1usize, 4] {
+        let mut g = c.benchmark_group(format!("qtile_{name}_{ROWS_N}x{COLS}_T{t}"));
+        if t == 1 {
+            g.throughput(Throughput::Bytes(bytes));
+        } else {
+            g.throughput(Throughput::Elements((2 * ROWS_N * COLS * t) as u64));
+        }
+        let xt = &x[..t * nb];
+        for isa in isas() {
+            let f = tile(isa, t);
+            let mut i = 0;
+            g.bench_function(format!("{}/tile", isa.as_str()), |b| {
+                b.iter(|| {
+                    i = (i + 1) % packed.len();
+                    for (wg, out) in packed[i].chunks_exact(nb).zip(y.chunks_exact_mut(t * ROWS)) {
+                        f(black_box(wg), xt, out);
+                    }
+                })
+            });
+            let d = dot(isa);
+            let mut i = 0;
+            g.bench_function(format!("{}/row_dot", isa.as_str()), |b| {
+                b.iter(|| {
+                    i = (i + 1) % mats.len();
+                    // Rows outer, tokens inner: each row is read from memory once.
+                    for (r, row) in mats[i].chunks_exact(nb).enumerate() {
+                        for n in 0..t {
+                            y[n * ROWS_N + r] = d(black_box(row), &xt[n * nb..(n + 1) * nb]);
+                        }
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn qtiles(c: &mut Criterion) {
+    let mut rng = TestRng::new(11);
+    let nk = ROWS_N * COLS / 256;
+    let nl = ROWS_N * COLS / 32;
+
+    let x8k: Vec<BlockQ8K> = rng.q8k(4 * COLS / 256);
+    bench_format::<BlockQ4K, _>(
+        c,
+        "q4k",
+        rng.q4k(nk),
+        x8k.clone(),
+        |isa, t| {
+            let k = qtile::tile_q4k_q8k::select(isa, &[t]);
+            Box::new(move |w, x, o| k.call(w, x, o))
+        },
+        |isa| {
+            let k = Kernels::select(isa).vec_dot_q4k_q8k;
+            Box::new(move |w, x| k.call(w, x))
+        },
+    );
+    bench_format::<BlockQ6K, _>(
+        c,
+        "q6k",
+        rng.q6k(nk),
+        x8k,
+        |isa, t| {
+            let k = qtile::tile_q6k_q8k::select(isa, &[t]);
+            Box::new(move |w, x, o| k.call(w, x, o))
+        },
+        |isa| {
+            let k = Kernels::select(isa).vec_dot_q6k_q8k;
+            Box::new(move |w, x| k.call(w, x))
+        },
+    );
+    let x81: Vec<BlockQ8_1> = rng.q8_1_act(4 * COLS / 32);
+    bench_format::<BlockQ4_1, _>(
+        c,
+        "q4_1",
+        rng.q4_1(nl),
+        x81,
+        |isa, t| {
+            let k = qtile::tile_q4_1_q8_1::select(isa, &[t]);
+            Box::new(move |w, x, o| k.call(w, x, o))
+        },
+        |isa| {
+            let k = Kernels::select(isa).vec_dot_q4_1_q8_1;
+            Box::new(move |w, x| k.call(w, x))
+        },
+    );
+    let x80: Vec<BlockQ8_0> = rng.q8_0_act(4 * COLS / 32);
+    bench_format::<BlockQ8_0, _>(
+        c,
+        "q8_0",
+        rng.q8_0(nl),
+        x80,
+        |isa, t| {
+            let k = qtile::tile_q8_0_q8_0::select(isa, &[t]);
+            Box::new(move |w, x, o| k.call(w, x, o))
+        },
+        |isa| {
+            let k = Kernels::select(isa).vec_dot_q8_0_q8_0;
+            Box::new(move |w, x| k.call(w, x))
+        },
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(800));
+    targets = qtiles
+}
+criterion_main!(benches);
