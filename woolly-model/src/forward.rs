@@ -9,7 +9,7 @@ use woolly_kernels::quant::dequantize_row;
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::kv_cache::{KvCache, KvView};
-use crate::linear::{LinearScratch, dot, matmul};
+use crate::linear::{LinearScratch, dot, matmul, matmul_many};
 use crate::model::Model;
 use crate::weights::Weight;
 
@@ -324,31 +324,21 @@ pub fn forward(
             &norms.attn[l],
             cfg.rms_eps,
         );
-        matmul(
+        // q (n, d), k and v (n, kv_dim): one pass over the three matrices.
+        matmul_many(
             model.kernels(),
-            &lw.wq,
-            data(&lw.wq),
+            [
+                (&lw.wq, data(&lw.wq)),
+                (&lw.wk, data(&lw.wk)),
+                (&lw.wv, data(&lw.wv)),
+            ],
             &s.xb[..n * d],
             n,
-            &mut s.q[..n * d],
-            &mut s.lin,
-        );
-        matmul(
-            model.kernels(),
-            &lw.wk,
-            data(&lw.wk),
-            &s.xb[..n * d],
-            n,
-            &mut s.k[..n * kv_dim],
-            &mut s.lin,
-        );
-        matmul(
-            model.kernels(),
-            &lw.wv,
-            data(&lw.wv),
-            &s.xb[..n * d],
-            n,
-            &mut s.v[..n * kv_dim],
+            &mut [
+                &mut s.q[..n * d],
+                &mut s.k[..n * kv_dim],
+                &mut s.v[..n * kv_dim],
+            ],
             &mut s.lin,
         );
         for (i, t) in batch.iter().enumerate() {
@@ -409,22 +399,13 @@ pub fn forward(
             &norms.ffn[l],
             cfg.rms_eps,
         );
-        matmul(
+        // gate and up (n, ff): one pass over both matrices.
+        matmul_many(
             model.kernels(),
-            &lw.w_gate,
-            data(&lw.w_gate),
+            [(&lw.w_gate, data(&lw.w_gate)), (&lw.w_up, data(&lw.w_up))],
             &s.xb[..n * d],
             n,
-            &mut s.gate[..n * ff],
-            &mut s.lin,
-        );
-        matmul(
-            model.kernels(),
-            &lw.w_up,
-            data(&lw.w_up),
-            &s.xb[..n * d],
-            n,
-            &mut s.up[..n * ff],
+            &mut [&mut s.gate[..n * ff], &mut s.up[..n * ff]],
             &mut s.lin,
         );
         for (g, u) in s.gate[..n * ff].iter_mut().zip(&s.up[..n * ff]) {
