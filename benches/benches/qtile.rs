@@ -64,7 +64,32 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
             g.throughput(Throughput::Elements((2 * ROWS_N * COLS * t) as u64));
         }
         let xt = &x[..t * nb];
+        // The scalar variant of the per-row dot (the portable fallback a CPU without
+        // AVX2 runs), for the "x times scalar" ratio; one token only (it is slow).
+        if t == 1 {
+            let d = dot(Isa::Scalar);
+            let mut i = 0;
+            g.bench_function("scalar/row_dot", |b| {
+                b.iter(|| {
+                    i = (i + 1) % mats.len();
+                    for (r, row) in mats[i].chunks_exact(nb).enumerate() {
+                        y[r] = d(black_box(row), &xt[..nb]);
+                    }
+                })
+            });
+        }
         for isa in isas() {
+            // The generic (`dyn_`) tile beside the one specialized for `t` tokens.
+            let f = tile(isa, 0);
+            let mut i = 0;
+            g.bench_function(format!("{}/tile_dyn", isa.as_str()), |b| {
+                b.iter(|| {
+                    i = (i + 1) % packed.len();
+                    for (wg, out) in packed[i].chunks_exact(nb).zip(y.chunks_exact_mut(t * ROWS)) {
+                        f(black_box(wg), xt, out);
+                    }
+                })
+            });
             let f = tile(isa, t);
             let mut i = 0;
             g.bench_function(format!("{}/tile", isa.as_str()), |b| {
