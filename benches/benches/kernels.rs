@@ -106,18 +106,30 @@ fn float_ops(c: &mut Criterion) {
     }
     g.finish();
 
-    // TinyLlama's shape: 32 query heads, 4 KV heads, 512 cached positions.
-    let mut g = c.benchmark_group("attention_f32");
-    for (e, d) in cases(attention::attention_f32::ENTRIES) {
-        let (hd, n_head, n_kv, n_pos) = (d[0], 32, 4, 512);
-        let q = rng.f32s(n_head * hd);
-        let k = rng.f32s(n_pos * n_kv * hd);
-        let v = rng.f32s(n_pos * n_kv * hd);
-        let mut out = vec![0.0; n_head * hd];
-        g.throughput(Throughput::Bytes((2 * k.len() * 4) as u64));
+    // TinyLlama's shape: 32 query heads, 4 KV heads, 512 cached positions; one call
+    // is one token's 8 query heads that share a KV head, against an f16 cache.
+    let mut g = c.benchmark_group("attention_f16");
+    for (e, d) in cases(attention::attention_f16::ENTRIES) {
+        let (hd, n_q, n_kv, n_pos) = (d[0], 8, 4, 512usize);
+        let mut q = rng.f32s(n_q * hd);
+        let k = rng.f16s(n_pos.div_ceil(attention::K_BLOCK) * attention::K_BLOCK * n_kv * hd);
+        let v = rng.f16s(n_pos * n_kv * hd);
+        let (mut scores, mut out) = (vec![0.0; n_q * n_pos], vec![0.0; n_q * hd]);
+        g.throughput(Throughput::Elements((n_q * n_pos) as u64));
         // SAFETY: `cases` keeps only entries whose ISA is available.
         g.bench_function(id(e.name, &d), |b| {
-            b.iter(|| unsafe { (e.ptr)(black_box(&q), &k, &v, n_head, n_kv, hd, &mut out) })
+            b.iter(|| unsafe {
+                (e.ptr)(
+                    black_box(&mut q),
+                    &k,
+                    &v,
+                    n_kv,
+                    1,
+                    hd,
+                    &mut scores,
+                    &mut out,
+                )
+            })
         });
     }
     g.finish();

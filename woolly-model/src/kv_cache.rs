@@ -1,10 +1,15 @@
 //! The key/value cache: one pool for several sequences, each in its own slot.
 //!
-//! Layout of each of `k` and `v`: `(n_layer, n_seq, n_ctx, kv_dim)`. A slot is a
-//! sequence's private stretch of `n_ctx` positions in every layer; the server gives each
-//! request one slot, `woolly-run generate` uses slot 0.
+//! A slot is a sequence's private stretch of `n_ctx` positions in every layer (rounded up
+//! to whole blocks of [`K_BLOCK`]); the server gives each request one slot,
+//! `woolly-run generate` uses slot 0. Layouts, with `n_pad = n_ctx` rounded up:
+//! - values: `(n_layer, n_seq, n_pad, kv_dim)`;
+//! - keys: `(n_layer, n_seq, n_pad / K_BLOCK, kv_dim, K_BLOCK)`, transposed in blocks of
+//!   positions so that the attention kernel's lanes run across positions (see
+//!   `woolly_kernels::ops::attention`).
 
 use half::f16;
+use woolly_kernels::ops::attention::K_BLOCK;
 
 /// Element type of the cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub struct KvCache {
     n_layer: usize,
     n_seq: usize,
     n_ctx: usize,
+    /// `n_ctx` rounded up to whole key blocks: the positions a slot holds.
+    n_pad: usize,
     kv_dim: usize,
     /// Positions filled per slot (the next position to write).
     lens: Vec<usize>,
@@ -67,7 +74,8 @@ impl KvCache {
             KvType::F16 => 2,
             KvType::F32 => 4,
         };
-        2 * elem * n_layer as u128 * n_seq as u128 * n_ctx as u128 * kv_dim as u128
+        let n_pad = (n_ctx as u128).div_ceil(K_BLOCK as u128) * K_BLOCK as u128;
+        2 * elem * n_layer as u128 * n_seq as u128 * n_pad * kv_dim as u128
     }
 
     /// A zeroed cache, refused before allocating when it would exceed `limit_bytes`.
@@ -89,7 +97,9 @@ impl KvCache {
                 limit_mib: limit_bytes >> 20,
             });
         }
-        let n = n_layer * n_seq * n_ctx * kv_dim; // fits: bytes <= limit, checked above
+        // Fits: bytes <= limit, checked above.
+        let n_pad = n_ctx.div_ceil(K_BLOCK) * K_BLOCK;
+        let n = n_layer * n_seq * n_pad * kv_dim;
         let store = match ty {
             KvType::F16 => Store::F16 {
                 k: vec![f16::ZERO; n],
@@ -105,6 +115,7 @@ impl KvCache {
             n_layer,
             n_seq,
             n_ctx,
+            n_pad,
             kv_dim,
             lens: vec![0; n_seq],
         })
@@ -156,49 +167,60 @@ impl KvCache {
         self.lens[seq] = len;
     }
 
+    /// Where position `pos` of one slot and layer starts in the values; the key block
+    /// holding it starts at the same index rounded down to a block.
     fn index(&self, layer: usize, seq: usize, pos: usize) -> usize {
         debug_assert!(layer < self.n_layer && seq < self.n_seq && pos < self.n_ctx);
-        ((layer * self.n_seq + seq) * self.n_ctx + pos) * self.kv_dim
+        ((layer * self.n_seq + seq) * self.n_pad + pos) * self.kv_dim
     }
 
     /// Stores the key and value of one position.
     pub(crate) fn write(&mut self, layer: usize, seq: usize, pos: usize, k: &[f32], v: &[f32]) {
         let i = self.index(layer, seq, pos);
         let d = self.kv_dim;
+        // Key c of the position is lane `pos % K_BLOCK` of row c of its block.
+        let kb = self.index(layer, seq, pos / K_BLOCK * K_BLOCK) + pos % K_BLOCK;
+        let k_at = |c: usize| kb + c * K_BLOCK;
         match &mut self.store {
             Store::F16 { k: kc, v: vc } => {
-                for (dst, &src) in kc[i..i + d].iter_mut().zip(k) {
-                    *dst = f16::from_f32(src);
+                for (c, &src) in k[..d].iter().enumerate() {
+                    kc[k_at(c)] = f16::from_f32(src);
                 }
                 for (dst, &src) in vc[i..i + d].iter_mut().zip(v) {
                     *dst = f16::from_f32(src);
                 }
             }
             Store::F32 { k: kc, v: vc } => {
-                kc[i..i + d].copy_from_slice(k);
+                for (c, &src) in k[..d].iter().enumerate() {
+                    kc[k_at(c)] = src;
+                }
                 vc[i..i + d].copy_from_slice(v);
             }
         }
     }
 
-    /// Keys and values of positions `0..n` of one slot and layer: `(n, kv_dim)` each.
+    /// Keys and values of positions `0..n` of one slot and layer: keys as whole blocks
+    /// `(ceil(n / K_BLOCK), kv_dim, K_BLOCK)` (lanes past `n` hold whatever was there),
+    /// values `(n, kv_dim)`.
     pub(crate) fn view(&self, layer: usize, seq: usize, n: usize) -> KvView<'_> {
         let i = self.index(layer, seq, 0);
         let len = n * self.kv_dim;
+        let k_len = n.div_ceil(K_BLOCK) * K_BLOCK * self.kv_dim;
         match &self.store {
             Store::F16 { k, v } => KvView::F16 {
-                k: &k[i..i + len],
+                k: &k[i..i + k_len],
                 v: &v[i..i + len],
             },
             Store::F32 { k, v } => KvView::F32 {
-                k: &k[i..i + len],
+                k: &k[i..i + k_len],
                 v: &v[i..i + len],
             },
         }
     }
 }
 
-/// Borrowed keys and values, `(n_pos, kv_dim)` each.
+/// Borrowed keys and values of `n_pos` positions: keys `(ceil(n_pos / K_BLOCK), kv_dim,
+/// K_BLOCK)`, values `(n_pos, kv_dim)`.
 pub(crate) enum KvView<'a> {
     F16 { k: &'a [f16], v: &'a [f16] },
     F32 { k: &'a [f32], v: &'a [f32] },

@@ -1,81 +1,264 @@
-//! Attention of one query against a KV cache (token generation).
+//! Attention of one token's query heads against a KV cache.
+//!
+//! One call serves the query heads that share one KV head (grouped-query attention), so
+//! a caller can spread the (token, KV head) pairs of a batch over threads: each pair is
+//! computed by the same code in the same order whatever else is in the batch or however
+//! the pairs are split, so a token's result never depends on its batch.
+//!
+//! # Arithmetic
+//! The result is bit for bit that of [`crate::reference::attention`] (and `_f16`), on
+//! every ISA: the conformance figures against llama.cpp sit at a noise floor where one
+//! ulp anywhere moves them (a softmax normalizer one ulp off fails the SmolLM2 greedy
+//! check), so this kernel reproduces the scalar pass Woolly was validated with instead
+//! of reassociating it. That fixes three things:
+//! - A score is `q . k` summed over the head dimensions in order, in f32. SIMD lanes
+//!   therefore run across positions, not dimensions, which is why keys are stored
+//!   transposed in blocks of [`K_BLOCK`] positions (ggml stores its values transposed for
+//!   the same reason). A product is rounded before it is added (no FMA), the same on
+//!   every ISA.
+//! - The softmax is scalar: libm's `exp`, the sum in f64, normalized by `1 / sum` in f32.
+//! - With an f16 cache, the query and the normalized weights are rounded to f16 before
+//!   they meet the keys and values, as ggml's f16 matrix products round their f32
+//!   operand (dropping either rounding moves the logits away from llama.cpp's: argmax
+//!   agreement 98.6% instead of 100% on the conformance pack). The weighted sum of values
+//!   runs over positions in order.
 
 use half::f16;
 use woolly_kernels_macros::kernel;
 
 use crate::dim;
-use crate::ops::blocks::{self, Elem};
-use crate::simd::Simd;
+use crate::ops::blocks::Elem;
+use crate::simd::{MAX_LANES, Simd};
 
-/// Single-pass ("online") softmax attention, grouped-query: query head `h` reads KV head
-/// `h / (n_head / n_kv_head)`; scores are scaled by `1 / sqrt(head_dim)`. The running
-/// maximum rescales the accumulated output (Milakov & Gimelshein, "Online normalizer
-/// calculation for softmax", 2018), so K and V are read once.
-/// shapes: q, out: (n_head, HD); k, vals: (n_pos, n_kv_head, HD)
+/// Positions per block of the transposed key layout: keys are `(n_blocks, n_kv_head,
+/// head_dim, K_BLOCK)`, position `p` in lane `p % K_BLOCK` of block `p / K_BLOCK`. One
+/// AVX-512 vector, two AVX2 ones; the same layout on every ISA.
+pub const K_BLOCK: usize = MAX_LANES;
+
+/// Accumulator vectors of scores in flight at once: enough independent additions to
+/// hide their latency, few enough to stay in registers with the keys they add.
+const QK_ACCS: usize = 8;
+
+/// Value vectors accumulated in registers at once by the weighted sum: 64 dims with
+/// AVX2, 128 with AVX-512, so a head of 64 or 128 reads each value row once.
+const ACC_VECS: usize = 8;
+
+/// The body shared by the f32 and f16 caches, for the `n_q` query heads of `q` that read
+/// KV head `kv_head`. `ROUND`: weights rounded to f16 (f16 cache).
+/// shapes: q, out: (n_q, HD); k: (ceil(n_pos / K_BLOCK), n_kv_head, HD, K_BLOCK);
+/// vals: (n_pos, n_kv_head, HD); scores: (n_q, n_pos)
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
-fn attend<V: Simd, E: Elem, const HD: usize>(
+fn attend<V: Simd, E: Elem, const HD: usize, const ROUND: bool>(
     v: V,
     q: &[f32],
     k: &[E],
     vals: &[E],
-    n_head: usize,
     n_kv_head: usize,
+    kv_head: usize,
     head_dim: usize,
+    scores: &mut [f32],
     out: &mut [f32],
 ) {
     let hd = dim::<HD>(head_dim);
     assert!(
-        n_kv_head > 0 && n_head.is_multiple_of(n_kv_head),
-        "n_head must be a multiple of n_kv_head"
+        hd > 0 && kv_head < n_kv_head,
+        "KV head {kv_head} of {n_kv_head}"
     );
-    assert!(q.len() == n_head * hd && out.len() == n_head * hd);
-    assert!(k.len().is_multiple_of(n_kv_head * hd) && vals.len() == k.len());
-    let n_pos = k.len() / (n_kv_head * hd);
+    let row = n_kv_head * hd;
+    assert!(
+        vals.len().is_multiple_of(row),
+        "vals is not whole positions"
+    );
+    let n_pos = vals.len() / row;
     assert!(n_pos > 0, "attention over an empty KV cache");
-    let group = n_head / n_kv_head;
+    let n_blocks = n_pos.div_ceil(K_BLOCK);
+    assert_eq!(
+        k.len(),
+        n_blocks * row * K_BLOCK,
+        "k must be whole key blocks"
+    );
+    assert!(q.len().is_multiple_of(hd) && out.len() == q.len());
+    let n_q = q.len() / hd;
+    assert_eq!(scores.len(), n_q * n_pos, "scores must be (n_q, n_pos)");
+    // Keys of KV head `kv_head` in block `b`: (HD, K_BLOCK).
+    let kb = hd * K_BLOCK;
+    let key_block = |b: usize| &k[(b * n_kv_head + kv_head) * kb..][..kb];
     let scale = 1.0 / (hd as f32).sqrt();
-    for h in 0..n_head {
-        let kvh = h / group;
-        let q = &q[h * hd..][..hd];
-        let acc = &mut out[h * hd..][..hd];
-        acc.fill(0.0);
-        let (mut max, mut sum) = (f32::NEG_INFINITY, 0.0f32);
-        for p in 0..n_pos {
-            let at = (p * n_kv_head + kvh) * hd;
-            let s = blocks::dot(v, q, &k[at..][..hd]) * scale;
-            let new_max = max.max(s);
-            let correction = (max - new_max).exp();
-            let weight = (s - new_max).exp();
-            sum = sum * correction + weight;
-            blocks::scale_add(v, acc, correction, weight, &vals[at..][..hd]);
-            max = new_max;
+    // Tiles of 8, 4 and 2 key blocks, as many as fit in QK_ACCS accumulator vectors.
+    let per_block = K_BLOCK / V::LANES;
+    let tiles = [8, 4, 2].map(|t| t * per_block <= QK_ACCS);
+    for ((qh, oh), w) in q
+        .chunks_exact(hd)
+        .zip(out.chunks_exact_mut(hd))
+        .zip(scores.chunks_exact_mut(n_pos))
+    {
+        // Scores: the largest tiles first, then smaller ones for the blocks left.
+        let mut b = 0;
+        if tiles[0] {
+            b = scores_tiles::<V, E, 8>(v, hd, qh, &key_block, b, n_blocks, scale, w);
         }
-        let inv = 1.0 / sum;
-        for a in acc {
-            *a *= inv;
+        if tiles[1] {
+            b = scores_tiles::<V, E, 4>(v, hd, qh, &key_block, b, n_blocks, scale, w);
+        }
+        if tiles[2] {
+            b = scores_tiles::<V, E, 2>(v, hd, qh, &key_block, b, n_blocks, scale, w);
+        }
+        scores_tiles::<V, E, 1>(v, hd, qh, &key_block, b, n_blocks, scale, w);
+
+        // Softmax, in the scalar pass's order. The f64 sum is a loop of its own: next to
+        // the calls to `exp` it would live on the stack (xmm registers are caller-saved).
+        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for s in w.iter_mut() {
+            *s = (*s - max).exp();
+        }
+        let sum: f64 = w.iter().fold(0.0, |sum, &e| sum + f64::from(e));
+        let inv = (1.0 / sum) as f32;
+        normalize::<V, ROUND>(v, w, inv);
+
+        // The weighted sum of values, ACC_VECS vectors of dims at a time held in
+        // registers over all positions, each output summed over positions in order.
+        let l = V::LANES;
+        let mut d0 = 0;
+        while d0 < hd {
+            let width = (hd - d0).min(ACC_VECS * l);
+            let n_vecs = width.div_ceil(l);
+            let mut acc = [v.zero(); ACC_VECS];
+            for (p, &wp) in w.iter().enumerate() {
+                let wv = v.splat(wp);
+                let x = &vals[(p * n_kv_head + kv_head) * hd + d0..][..width];
+                for (j, a) in acc.iter_mut().enumerate().take(n_vecs) {
+                    let x = &x[j * l..];
+                    let xv = if x.len() >= l {
+                        E::load(v, x)
+                    } else {
+                        E::load_partial(v, x)
+                    };
+                    *a = v.add(*a, v.mul(wv, xv));
+                }
+            }
+            let o = &mut oh[d0..][..width];
+            for (j, a) in acc.iter().enumerate().take(n_vecs) {
+                let o = &mut o[j * l..];
+                if o.len() >= l {
+                    v.store(o, *a);
+                } else {
+                    v.store_partial(o, *a);
+                }
+            }
+            d0 += width;
         }
     }
 }
 
-/// Attention of one query against an f32 KV cache: see `attend` above.
-/// shapes: q, out: (n_head, HD); k, vals: (n_pos, n_kv_head, HD)
-// Tolerance: f32 dots of HD terms and an f32 weighted sum over n_pos < 50 positions
-// against the f64 reference; outputs are convex combinations of values in [-1, 1].
+/// Scores of whole tiles of `T` key blocks from block `b` on; returns the next block.
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "a tile's inputs")]
+fn scores_tiles<'k, V: Simd, E: Elem + 'k, const T: usize>(
+    v: V,
+    hd: usize,
+    q: &[f32],
+    key_block: &impl Fn(usize) -> &'k [E],
+    mut b: usize,
+    n_blocks: usize,
+    scale: f32,
+    w: &mut [f32],
+) -> usize {
+    while b + T <= n_blocks {
+        // (No `array::from_fn` here: it is not always inlined.)
+        let mut keys = [key_block(b); T];
+        for (t, kb) in keys.iter_mut().enumerate().skip(1) {
+            *kb = key_block(b + t);
+        }
+        scores_tile::<V, E, T>(v, hd, q, keys, b, scale, w);
+        b += T;
+    }
+    b
+}
+
+/// Scores of the positions of key blocks `b0..b0 + T` (`keys`, each `(HD, K_BLOCK)`;
+/// the positions below `w.len()`): `w[p] = (sum_d q[d] * k[p][d]) * scale`, summed over
+/// `d` in order from -0.0 (as `Iterator::sum` does), each product rounded first. `T`
+/// blocks keep `T * K_BLOCK / LANES` additions in flight.
+#[inline(always)]
+fn scores_tile<V: Simd, E: Elem, const T: usize>(
+    v: V,
+    hd: usize,
+    q: &[f32],
+    keys: [&[E]; T],
+    b0: usize,
+    scale: f32,
+    w: &mut [f32],
+) {
+    let l = V::LANES;
+    let n_vecs = K_BLOCK / l;
+    let mut acc = [[v.splat(-0.0); MAX_LANES]; T];
+    for (d, &qd) in q[..hd].iter().enumerate() {
+        let qv = v.splat(qd);
+        for (a, kb) in acc.iter_mut().zip(&keys) {
+            let kd = &kb[d * K_BLOCK..][..K_BLOCK];
+            for (j, a) in a.iter_mut().enumerate().take(n_vecs) {
+                *a = v.add(*a, v.mul(qv, E::load(v, &kd[j * l..])));
+            }
+        }
+    }
+    let sv = v.splat(scale);
+    for (t, a) in acc.iter().enumerate() {
+        for (j, a) in a.iter().enumerate().take(n_vecs) {
+            let p = (b0 + t) * K_BLOCK + j * l;
+            if p >= w.len() {
+                break;
+            }
+            let r = v.mul(*a, sv);
+            if p + l <= w.len() {
+                v.store(&mut w[p..], r);
+            } else {
+                v.store_partial(&mut w[p..], r);
+            }
+        }
+    }
+}
+
+/// `x[i] = x[i] * inv`, then rounded to the nearest f16 when `ROUND`. shapes: x: (n,)
+#[inline(always)]
+fn normalize<V: Simd, const ROUND: bool>(v: V, x: &mut [f32], inv: f32) {
+    let iv = v.splat(inv);
+    let f = |r| if ROUND { v.round_f16(r) } else { r };
+    let mut chunks = x.chunks_exact_mut(V::LANES);
+    for c in &mut chunks {
+        let r = f(v.mul(v.load(c), iv));
+        v.store(c, r);
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let r = f(v.mul(v.load_partial(tail, 0.0), iv));
+        v.store_partial(tail, r);
+    }
+}
+
+/// Attention of the query heads `q` that share KV head `kv_head`, against an f32 KV
+/// cache of `n_pos = vals.len() / (n_kv_head * HD)` positions:
+/// `out[j] = sum_p softmax_p(q[j] . k[p] / sqrt(HD)) vals[p]`, keys in the transposed
+/// layout of [`K_BLOCK`] (lanes of the last block past `n_pos` are ignored). On return
+/// `scores[j]` holds head `j`'s softmax weights (it is the kernel's scratch space).
+/// Bit for bit [`crate::reference::attention`]: see the module docs.
+/// shapes: q, out: (n_q, HD); k: (ceil(n_pos / K_BLOCK), n_kv_head, HD, K_BLOCK);
+/// vals: (n_pos, n_kv_head, HD); scores: (n_q, n_pos)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     dims(HD = spec("head_dim"), dyn),
     reference = crate::reference::attention,
-    tolerance = rel(1e-5),
+    tolerance = exact(),
     cases = 32,
     test(
         n_kv_head = rng.range(1, 4),
-        n_head = n_kv_head * rng.range(1, 5),
+        kv_head = rng.range(0, n_kv_head),
         head_dim = HD,
-        q = rng.f32s(n_head * head_dim),
-        k = { let n_pos = rng.range(1, 50); rng.f32s(n_pos * n_kv_head * head_dim) },
-        vals = rng.f32s(k.len()),
-        out = rng.f32s(n_head * head_dim),
+        q = { let n_q = rng.range(1, 5); rng.f32s(n_q * head_dim) },
+        vals = { let n_pos = rng.range(1, 150); rng.f32s(n_pos * n_kv_head * head_dim) },
+        k = rng.f32s((vals.len() / (n_kv_head * head_dim)).div_ceil(K_BLOCK) * K_BLOCK * n_kv_head * head_dim),
+        scores = rng.f32s(q.len() / head_dim * (vals.len() / (n_kv_head * head_dim))),
+        out = rng.f32s(q.len()),
     ),
 )]
 #[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
@@ -84,43 +267,147 @@ pub fn attention_f32<V: Simd, const HD: usize>(
     q: &[f32],
     k: &[f32],
     vals: &[f32],
-    n_head: usize,
     n_kv_head: usize,
+    kv_head: usize,
     head_dim: usize,
+    scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend::<V, f32, HD>(v, q, k, vals, n_head, n_kv_head, head_dim, out);
+    attend::<V, f32, HD, false>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
 }
 
-/// Attention of one query against an f16 KV cache.
-/// shapes: q, out: (n_head, HD); k, vals: (n_pos, n_kv_head, HD)
-// Tolerance: as `attention_f32` (f16 -> f32 widening is exact).
+/// [`attention_f32`] (see there) against an f16 KV cache, rounding as ggml does: `q` is
+/// rounded to f16 in place first, and the normalized weights (left in `scores`) are
+/// rounded to f16 before they multiply the values.
+/// Bit for bit [`crate::reference::attention_f16`]: see the module docs.
+/// shapes: q, out: (n_q, HD); k: (ceil(n_pos / K_BLOCK), n_kv_head, HD, K_BLOCK);
+/// vals: (n_pos, n_kv_head, HD); scores: (n_q, n_pos)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     dims(HD = spec("head_dim"), dyn),
     reference = crate::reference::attention_f16,
-    tolerance = rel(1e-5),
+    tolerance = exact(),
     cases = 32,
     test(
         n_kv_head = rng.range(1, 4),
-        n_head = n_kv_head * rng.range(1, 5),
+        kv_head = rng.range(0, n_kv_head),
         head_dim = HD,
-        q = rng.f32s(n_head * head_dim),
-        k = { let n_pos = rng.range(1, 50); rng.f16s(n_pos * n_kv_head * head_dim) },
-        vals = rng.f16s(k.len()),
-        out = rng.f32s(n_head * head_dim),
+        q = { let n_q = rng.range(1, 5); rng.f32s(n_q * head_dim) },
+        vals = { let n_pos = rng.range(1, 150); rng.f16s(n_pos * n_kv_head * head_dim) },
+        k = rng.f16s((vals.len() / (n_kv_head * head_dim)).div_ceil(K_BLOCK) * K_BLOCK * n_kv_head * head_dim),
+        scores = rng.f32s(q.len() / head_dim * (vals.len() / (n_kv_head * head_dim))),
+        out = rng.f32s(q.len()),
     ),
 )]
 #[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
 pub fn attention_f16<V: Simd, const HD: usize>(
     v: V,
-    q: &[f32],
+    q: &mut [f32],
     k: &[f16],
     vals: &[f16],
-    n_head: usize,
     n_kv_head: usize,
+    kv_head: usize,
     head_dim: usize,
+    scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend::<V, f16, HD>(v, q, k, vals, n_head, n_kv_head, head_dim, out);
+    normalize::<V, true>(v, q, 1.0);
+    attend::<V, f16, HD, true>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use half::f16;
+
+    use super::K_BLOCK;
+    use crate::reference;
+    use crate::testing::TestRng;
+
+    /// Softmax attention in f64 over row-major keys `(n_pos, n_kv_head, hd)`.
+    fn attention_f64(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        n_kv: usize,
+        kvh: usize,
+        hd: usize,
+    ) -> Vec<f32> {
+        let n_pos = v.len() / (n_kv * hd);
+        let at = |p: usize| (p * n_kv + kvh) * hd;
+        let mut out = Vec::new();
+        for q in q.chunks_exact(hd) {
+            let s: Vec<f64> = (0..n_pos)
+                .map(|p| {
+                    let dot: f64 = (0..hd).map(|d| q[d] as f64 * k[at(p) + d] as f64).sum();
+                    dot / (hd as f64).sqrt()
+                })
+                .collect();
+            let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|s| (s - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for d in 0..hd {
+                let o: f64 = (0..n_pos).map(|p| e[p] / sum * v[at(p) + d] as f64).sum();
+                out.push(o as f32);
+            }
+        }
+        out
+    }
+
+    /// Row-major keys `(n_pos, n_kv, hd)` in the transposed block layout.
+    fn blocked(k: &[f32], n_kv: usize, hd: usize) -> Vec<f32> {
+        let n_pos = k.len() / (n_kv * hd);
+        let mut b = vec![f32::NAN; n_pos.div_ceil(K_BLOCK) * K_BLOCK * n_kv * hd];
+        for p in 0..n_pos {
+            for c in 0..n_kv * hd {
+                b[(p / K_BLOCK * n_kv * hd + c) * K_BLOCK + p % K_BLOCK] = k[p * n_kv * hd + c];
+            }
+        }
+        b
+    }
+
+    /// The references, which fix the kernels' f32 arithmetic, are softmax attention:
+    /// within f32 rounding, and with an f16 cache within the f16 roundings of the query
+    /// and the weights (2^-10 of a value at most). Padding lanes (NaN here) are ignored.
+    #[test]
+    fn references_are_softmax_attention() {
+        let mut rng = TestRng::new(3);
+        for case in 0..40 {
+            let (n_kv, hd) = (rng.range(1, 4), [4, 24, 64, 128][case % 4]);
+            let kvh = rng.range(0, n_kv);
+            let (n_q, n_pos) = (rng.range(1, 4), rng.range(1, 200));
+            let q = rng.f32s(n_q * hd);
+            let k: Vec<f32> = rng
+                .f16s(n_pos * n_kv * hd)
+                .iter()
+                .map(|x| x.to_f32())
+                .collect();
+            let v: Vec<f32> = rng.f16s(k.len()).iter().map(|x| x.to_f32()).collect();
+            let kb = blocked(&k, n_kv, hd);
+            let (mut s, mut out) = (vec![0.0; n_q * n_pos], vec![0.0; n_q * hd]);
+            reference::attention(&q, &kb, &v, n_kv, kvh, hd, &mut s, &mut out);
+            let want = attention_f64(&q, &k, &v, n_kv, kvh, hd);
+            for (g, w) in out.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5, "f32 cache: {g} vs {w}");
+            }
+            for row in s.chunks_exact(n_pos) {
+                let sum: f64 = row.iter().map(|&x| x as f64).sum();
+                assert!((sum - 1.0).abs() < 1e-5, "weights sum to {sum}");
+            }
+            let kb16: Vec<f16> = kb.iter().map(|&x| f16::from_f32(x)).collect();
+            let v16: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            let mut q16 = q.clone();
+            reference::attention_f16(&mut q16, &kb16, &v16, n_kv, kvh, hd, &mut s, &mut out);
+            assert!(
+                q16.iter().all(|&x| f16::from_f32(x).to_f32() == x),
+                "q rounded"
+            );
+            assert!(
+                s.iter().all(|&x| f16::from_f32(x).to_f32() == x),
+                "weights rounded"
+            );
+            for (g, w) in out.iter().zip(&want) {
+                assert!((g - w).abs() <= 2e-3, "f16 cache: {g} vs {w}");
+            }
+        }
+    }
 }

@@ -121,58 +121,106 @@ pub fn rope(
     }
 }
 
-/// Attention of one query against a KV cache, grouped-query: query head `h` reads KV
-/// head `h / (n_head / n_kv_head)`. `out[h] = sum_p softmax_p(q[h] . k[p] / sqrt(hd)) v[p]`.
-/// shapes: q, out: (n_head, head_dim); k, v: (n_pos, n_kv_head, head_dim)
+/// Attention of the query heads `q` that share KV head `kv_head` (grouped-query: query
+/// head `h` reads KV head `h / (n_head / n_kv_head)`, so a token's heads come in groups):
+/// `out[j] = sum_p softmax_p(q[j] . k[p] / sqrt(head_dim)) v[p]`, the softmax weights
+/// left in `scores[j]`. Keys are transposed in blocks of `K_BLOCK` positions
+/// ([`crate::ops::attention::K_BLOCK`]): key `p`, dimension `d` is
+/// `k[((p / K_BLOCK * n_kv_head + kv_head) * head_dim + d) * K_BLOCK + p % K_BLOCK]`.
+///
+/// Unlike the other references this one fixes the f32 arithmetic rather than computing
+/// in f64, because the kernels must match it bit for bit (the conformance figures move
+/// with single ulps, `ops/attention.rs`): products rounded before they are added, dot
+/// products and weighted sums in order, libm's `exp`, the softmax sum in f64. A test
+/// below holds it to the f64 formula.
+/// shapes: q, out: (n_q, head_dim); k: (ceil(n_pos / K_BLOCK), n_kv_head, head_dim,
+/// K_BLOCK); v: (n_pos, n_kv_head, head_dim); scores: (n_q, n_pos)
+#[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
 pub fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    n_head: usize,
     n_kv_head: usize,
+    kv_head: usize,
     head_dim: usize,
+    scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let n_pos = k.len() / (n_kv_head * head_dim);
-    let group = n_head / n_kv_head;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    for h in 0..n_head {
-        let kvh = h / group;
-        let q = &q[h * head_dim..][..head_dim];
-        let at = |p: usize| (p * n_kv_head + kvh) * head_dim;
-        // scores: (n_pos,)
-        let scores: Vec<f64> = (0..n_pos)
-            .map(|p| {
-                let k = &k[at(p)..][..head_dim];
-                q.iter()
-                    .zip(k)
-                    .map(|(&a, &b)| a as f64 * b as f64)
-                    .sum::<f64>()
-                    * scale
-            })
-            .collect();
-        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-        let sum: f64 = weights.iter().sum();
-        for d in 0..head_dim {
-            let acc: f64 = (0..n_pos).map(|p| weights[p] * v[at(p) + d] as f64).sum();
-            out[h * head_dim + d] = (acc / sum) as f32;
-        }
-    }
+    attend(q, k, v, n_kv_head, kv_head, head_dim, false, scores, out);
 }
 
-/// [`attention`] with an f16 KV cache.
-/// shapes: q, out: (n_head, head_dim); k, v: (n_pos, n_kv_head, head_dim)
+/// [`attention`] with an f16 KV cache, rounding as ggml's f16 matrix products round their
+/// f32 operand: `q` is rounded to f16 (in place), and so are the normalized weights
+/// before they multiply the values.
+/// shapes: q, out: (n_q, head_dim); k: (ceil(n_pos / K_BLOCK), n_kv_head, head_dim,
+/// K_BLOCK); v: (n_pos, n_kv_head, head_dim); scores: (n_q, n_pos)
+#[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
 pub fn attention_f16(
-    q: &[f32],
+    q: &mut [f32],
     k: &[f16],
     v: &[f16],
-    n_head: usize,
     n_kv_head: usize,
+    kv_head: usize,
     head_dim: usize,
+    scores: &mut [f32],
     out: &mut [f32],
 ) {
+    for x in q.iter_mut() {
+        *x = f16::from_f32(*x).to_f32();
+    }
     let k: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
     let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-    attention(q, &k, &v, n_head, n_kv_head, head_dim, out);
+    attend(q, &k, &v, n_kv_head, kv_head, head_dim, true, scores, out);
+}
+
+/// [`attention`], with the weights rounded to f16 when `round`.
+#[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
+fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n_kv_head: usize,
+    kv_head: usize,
+    head_dim: usize,
+    round: bool,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    use crate::ops::attention::K_BLOCK;
+    let n_pos = v.len() / (n_kv_head * head_dim);
+    let n_q = q.len() / head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let key = |p: usize, d: usize| {
+        k[((p / K_BLOCK * n_kv_head + kv_head) * head_dim + d) * K_BLOCK + p % K_BLOCK]
+    };
+    let value = |p: usize, d: usize| v[(p * n_kv_head + kv_head) * head_dim + d];
+    for j in 0..n_q {
+        let q = &q[j * head_dim..][..head_dim];
+        // w: (n_pos,) scores, then weights.
+        let w = &mut scores[j * n_pos..][..n_pos];
+        for (p, s) in w.iter_mut().enumerate() {
+            let dot: f32 = (0..head_dim).map(|d| q[d] * key(p, d)).sum();
+            *s = dot * scale;
+        }
+        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f64;
+        for s in w.iter_mut() {
+            *s = (*s - max).exp();
+            sum += f64::from(*s);
+        }
+        let inv = (1.0 / sum) as f32;
+        for s in w.iter_mut() {
+            *s *= inv;
+            if round {
+                *s = f16::from_f32(*s).to_f32();
+            }
+        }
+        for d in 0..head_dim {
+            let mut acc = 0f32;
+            for (p, &wp) in w.iter().enumerate() {
+                acc += wp * value(p, d);
+            }
+            out[j * head_dim + d] = acc;
+        }
+    }
 }

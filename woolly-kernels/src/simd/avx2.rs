@@ -39,6 +39,11 @@ impl Simd for Avx2Token {
         unsafe { _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast())) }
     }
     #[inline(always)]
+    fn round_f16(self, x: __m256) -> __m256 {
+        // SAFETY: the token proves F16C. Rounds to nearest, ties to even, as `half` does.
+        unsafe { _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)) }
+    }
+    #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: the token proves AVX2.
         unsafe { _mm256_add_ps(a, b) }

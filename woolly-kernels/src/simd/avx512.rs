@@ -53,6 +53,11 @@ impl Simd for Avx512Token {
         unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr(), mask, v) }
     }
     #[inline(always)]
+    fn round_f16(self, x: __m512) -> __m512 {
+        // SAFETY: the token proves AVX-512F. Rounds to nearest, ties to even, as `half` does.
+        unsafe { _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)) }
+    }
+    #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: the token proves AVX-512F.
         unsafe { _mm512_add_ps(a, b) }

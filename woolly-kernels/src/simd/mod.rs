@@ -89,6 +89,21 @@ pub trait Simd: Token {
         self.load_f16(&buf)
     }
 
+    /// Lane-wise rounding to the nearest f16 (ties to even, subnormals kept, overflow to
+    /// infinity), widened back to f32: what storing to and loading from an f16 buffer
+    /// does, without the buffer. Attention rounds its f32 operands this way before they
+    /// meet an f16 KV cache, as ggml does. The default goes lane by lane through `half`;
+    /// ISAs with a conversion instruction override it.
+    #[inline(always)]
+    fn round_f16(self, x: Self::F32) -> Self::F32 {
+        let mut buf = [0.0; MAX_LANES];
+        self.store(&mut buf, x);
+        for b in &mut buf[..Self::LANES] {
+            *b = f16::from_f32(*b).to_f32();
+        }
+        self.load(&buf)
+    }
+
     /// Stores the first `s.len()` (at most `LANES`) lanes of `v` into `s`.
     #[inline(always)]
     fn store_partial(self, s: &mut [f32], v: Self::F32) {
@@ -153,6 +168,33 @@ mod tests {
         let s: Vec<f32> = (0..V::LANES).map(|i| i as f32 - 3.0).collect();
         assert_eq!(v.hsum(v.load(&s)), s.iter().sum::<f32>());
         assert_eq!(v.hmax(v.load(&s)), (V::LANES as f32) - 4.0);
+        // round_f16 agrees with `half` everywhere: ties, subnormals, overflow, NaN.
+        let edge = [
+            1.0 + 1.0 / 2048.0,        // tie, rounds down to even
+            1.0 + 3.0 / 2048.0,        // tie, rounds up to even
+            1.0 + 1.0 / 4096.0,        // below half an ulp
+            3.0e-5,                    // subnormal in f16
+            2.0f32.powi(-25),          // tie between 0 and the smallest subnormal
+            2.0f32.powi(-25) * 1.0001, // just above it
+            -1.0e-9,                   // underflows to -0
+            65_520.0,                  // overflows to infinity
+            -70_000.0,
+            0.1,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for chunk in edge.chunks(V::LANES) {
+            let mut out = [0.0; MAX_LANES];
+            v.store(&mut out, v.round_f16(v.load_partial(chunk, 0.0)));
+            for (x, got) in chunk.iter().zip(out) {
+                let want = f16::from_f32(*x).to_f32();
+                assert!(
+                    got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                    "{} round_f16({x:e}) = {got:e}, want {want:e}",
+                    V::ISA
+                );
+            }
+        }
         let h: Vec<f16> = s.iter().map(|&x| f16::from_f32(x)).collect();
         let mut out = vec![0.0; V::LANES];
         v.store(&mut out, v.load_f16(&h));
