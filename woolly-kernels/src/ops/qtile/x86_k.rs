@@ -25,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{bcast4, dot4_vnni, f16x8, load32, store8, tiles};
+use super::x86::{bcast4, dot4_vnni, f16x8, load32, prefetch_ahead, store8, tiles};
 use crate::quant::BlockQ8K;
 use crate::quant::interleaved::ROWS;
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -165,6 +165,7 @@ macro_rules! x86_k_tiles {
                 let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
                 let mut sum = [_mm256_setzero_ps(); N];
                 for (b, wb) in w.iter().enumerate() {
+                    prefetch_ahead(wb);
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
                     let mut isum = [_mm256_setzero_si256(); N];
                     // Chunks 8j..8j+8 hold weights 64j..64j+64: group 2j in the low
@@ -265,14 +266,8 @@ macro_rules! x86_k_tiles {
                 let mut sum = [_mm256_setzero_ps(); N];
                 for (b, wb) in w.iter().enumerate() {
                     // The quants are read in two streams (ql, qh) with jumps back for the
-                    // high nibbles; prefetch four blocks (6.7 KB) ahead so DRAM keeps up.
-                    if let Some(next) = w.get(b + 4) {
-                        let p: *const i8 = (next as *const BlockQ6Kx8).cast();
-                        for l in (0..size_of::<BlockQ6Kx8>()).step_by(64) {
-                            // SAFETY: `p + l` is inside `next`; a prefetch never faults.
-                            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(l)) };
-                        }
-                    }
+                    // high nibbles: prefetch ahead so DRAM keeps up.
+                    prefetch_ahead(wb);
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
                     let mut isum = [_mm256_setzero_si256(); N];
                     // One 16-weight group g at a time (four vectors, so that AVX2's
