@@ -129,7 +129,7 @@ impl MatmulScratch {
 
 /// A weight matrix as blocks: borrowed when aligned, copied otherwise (a `Vec<u8>` in a
 /// test may be unaligned; GGUF tensor data is 32-byte aligned and never copied).
-fn weight_blocks<W: Block>(w: &[u8]) -> std::borrow::Cow<'_, [W]> {
+pub(crate) fn weight_blocks<W: Block>(w: &[u8]) -> std::borrow::Cow<'_, [W]> {
     match quant::blocks::<W>(w) {
         Some(b) => std::borrow::Cow::Borrowed(b),
         None => std::borrow::Cow::Owned(
@@ -230,6 +230,23 @@ pub(crate) fn quantize_rows<'a, X: Block>(
     buf
 }
 
+/// Checks that `w` holds `rows` rows of `cols` weights in whole blocks of `ty`.
+pub(crate) fn check_weights(
+    ty: GgmlType,
+    w: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<(), MatvecError> {
+    if !cols.is_multiple_of(ty.block_len()) {
+        return Err(MatvecError::PartialBlock { ty, cols });
+    }
+    check_len(
+        "w",
+        w.len(),
+        rows * cols / ty.block_len() * ty.block_bytes(),
+    )
+}
+
 pub(crate) fn check_len(
     buffer: &'static str,
     len: usize,
@@ -300,14 +317,7 @@ impl Kernels {
         if !Kernels::supports(ty) {
             return Err(MatvecError::UnsupportedType(ty));
         }
-        if !cols.is_multiple_of(ty.block_len()) {
-            return Err(MatvecError::PartialBlock { ty, cols });
-        }
-        check_len(
-            "w",
-            w.len(),
-            rows * cols / ty.block_len() * ty.block_bytes(),
-        )?;
+        check_weights(ty, w, rows, cols)?;
         check_len("x", x.len(), batch * cols)?;
         check_len("y", y.len(), batch * rows)?;
         if rows == 0 || batch == 0 {

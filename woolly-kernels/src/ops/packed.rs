@@ -11,11 +11,12 @@ use crate::GgmlType;
 use crate::dispatch::Kernels;
 use crate::isa::Isa;
 use crate::ops::matvec::{
-    MatmulScratch, MatvecError, check_len, for_row_chunks, quantize_rows, rows_per_task,
+    MatmulScratch, MatvecError, check_len, check_weights, for_row_chunks, quantize_rows,
+    rows_per_task, weight_blocks,
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, pack_rows};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
-use crate::quant::{self, Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+use crate::quant::{Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
 
 /// The interleaved blocks of one matrix.
 #[derive(Debug)]
@@ -44,16 +45,7 @@ pub const TILE_ROWS: usize = ROWS;
 const TOKENS_PER_PASS: usize = 64;
 
 fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> Vec<B::X8> {
-    match quant::blocks::<B>(w) {
-        Some(b) => pack_rows(b, rows),
-        None => {
-            let owned: Vec<B> = w
-                .chunks_exact(B::BYTES)
-                .map(|c| quant::read_block(c).expect("whole blocks"))
-                .collect();
-            pack_rows(&owned, rows)
-        }
-    }
+    pack_rows(&weight_blocks::<B>(w), rows)
 }
 
 impl PackedMatrix {
@@ -77,14 +69,7 @@ impl PackedMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<Option<PackedMatrix>, MatvecError> {
-        if !cols.is_multiple_of(ty.block_len()) {
-            return Err(MatvecError::PartialBlock { ty, cols });
-        }
-        check_len(
-            "w",
-            w.len(),
-            rows * cols / ty.block_len() * ty.block_bytes(),
-        )?;
+        check_weights(ty, w, rows, cols)?;
         if !Self::supports(ty, rows) {
             return Ok(None);
         }
@@ -375,6 +360,7 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant;
     use crate::testing::{TestRng, for_each_isa};
 
     /// A packed product equals the per-row product bit for bit, on every ISA, for batch
