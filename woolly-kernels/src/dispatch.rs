@@ -21,7 +21,7 @@ pub struct Dims {
     pub ffn: usize,
 }
 
-/// The tile kernels of one tile shape (tokens per call), one per packed weight type.
+/// The tile kernels, one per packed weight type.
 #[derive(Clone, Copy, Debug)]
 pub struct Tiles {
     /// Q4_1 rows x Q8_1 activations.
@@ -35,13 +35,15 @@ pub struct Tiles {
 }
 
 impl Tiles {
-    /// The variants for `tokens` tokens per call (exact, else generic).
-    fn select(isa: Isa, tokens: usize) -> Tiles {
+    /// The generic (`dyn_`) variants: they take any token count and run it through the
+    /// same 4-token and 1-token inner loops as the specialized ones (measured within
+    /// 0.98-1.04x of them, `benches/benches/qtile.rs`).
+    fn select(isa: Isa) -> Tiles {
         Tiles {
-            q4_1: qtile::tile_q4_1_q8_1::select(isa, &[tokens]),
-            q8_0: qtile::tile_q8_0_q8_0::select(isa, &[tokens]),
-            q4k: qtile::tile_q4k_q8k::select(isa, &[tokens]),
-            q6k: qtile::tile_q6k_q8k::select(isa, &[tokens]),
+            q4_1: qtile::tile_q4_1_q8_1::select(isa, &[]),
+            q8_0: qtile::tile_q8_0_q8_0::select(isa, &[]),
+            q4k: qtile::tile_q4k_q8k::select(isa, &[]),
+            q6k: qtile::tile_q6k_q8k::select(isa, &[]),
         }
     }
 }
@@ -91,10 +93,8 @@ pub struct Kernels {
     pub vec_dot_q4_1_q8_1: qdot::vec_dot_q4_1_q8_1::Selected,
     /// Q5_1 . Q8_1.
     pub vec_dot_q5_1_q8_1: qdot::vec_dot_q5_1_q8_1::Selected,
-    /// Tile kernels over packed weights, one token per call (token generation).
-    pub tile_x1: Tiles,
-    /// Tile kernels over packed weights, four tokens per call (prompt processing).
-    pub tile_x4: Tiles,
+    /// Tile kernels over packed weights.
+    pub tiles: Tiles,
 }
 
 impl Kernels {
@@ -133,8 +133,7 @@ impl Kernels {
             vec_dot_q5_0_q8_0: qdot::vec_dot_q5_0_q8_0::select(isa, &[]),
             vec_dot_q4_1_q8_1: qdot::vec_dot_q4_1_q8_1::select(isa, &[]),
             vec_dot_q5_1_q8_1: qdot::vec_dot_q5_1_q8_1::select(isa, &[]),
-            tile_x1: Tiles::select(isa, 1),
-            tile_x4: Tiles::select(isa, 4),
+            tiles: Tiles::select(isa),
         }
     }
 

@@ -123,37 +123,6 @@ enum Quantized<'a> {
     Q8K(&'a [BlockQ8K]),
 }
 
-/// Row group `g` (of `groups`) of `w` against tokens `t0..t1` of `x (batch, nb)`, into
-/// `out (t1 - t0, 8)`: `four` on runs of four tokens, `one` on the rest (the tile
-/// kernels' specialized shapes).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a tile's coordinates and its two kernels"
-)]
-fn tile_group<W, X>(
-    w: &[W],
-    g: usize,
-    groups: usize,
-    x: &[X],
-    (t0, t1): (usize, usize),
-    out: &mut [f32],
-    four: impl Fn(&[W], &[X], &mut [f32]),
-    one: impl Fn(&[W], &[X], &mut [f32]),
-) {
-    let nb = w.len() / groups;
-    let wg = &w[g * nb..][..nb];
-    let x = &x[t0 * nb..t1 * nb];
-    let n4 = (t1 - t0) / 4 * 4;
-    let (o4, o1) = out.split_at_mut(n4 * ROWS);
-    let (x4, x1) = x.split_at(n4 * nb);
-    for (x, o) in x4.chunks_exact(4 * nb).zip(o4.chunks_exact_mut(4 * ROWS)) {
-        four(wg, x, o);
-    }
-    for (x, o) in x1.chunks_exact(nb).zip(o1.chunks_exact_mut(ROWS)) {
-        one(wg, x, o);
-    }
-}
-
 impl PackedMatrix {
     /// The activation format these weights pair with (ggml's `vec_dot_type`); products
     /// of matrices that share it can share one quantized batch
@@ -173,59 +142,34 @@ impl PackedMatrix {
 
     /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`.
     fn tile(&self, k: &Kernels, g: usize, x: Quantized<'_>, t: (usize, usize), out: &mut [f32]) {
-        let groups = self.groups();
+        /// The group's blocks and the tokens' activation rows.
+        fn parts<'a, W, X>(
+            w: &'a [W],
+            groups: usize,
+            g: usize,
+            x: &'a [X],
+            t: (usize, usize),
+        ) -> (&'a [W], &'a [X]) {
+            let nb = w.len() / groups;
+            (&w[g * nb..][..nb], &x[t.0 * nb..t.1 * nb])
+        }
+        let (groups, tiles) = (self.groups(), &k.tiles);
         match (&self.blocks, x) {
             (Packed::Q4_1(w), Quantized::Q8_1(x)) => {
-                let (f1, f4) = (k.tile_x1.q4_1, k.tile_x4.q4_1);
-                tile_group(
-                    w,
-                    g,
-                    groups,
-                    x,
-                    t,
-                    out,
-                    |w, x, o| f4.call(w, x, o),
-                    |w, x, o| f1.call(w, x, o),
-                );
+                let (w, x) = parts(w, groups, g, x, t);
+                tiles.q4_1.call(w, x, out);
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x)) => {
-                let (f1, f4) = (k.tile_x1.q8_0, k.tile_x4.q8_0);
-                tile_group(
-                    w,
-                    g,
-                    groups,
-                    x,
-                    t,
-                    out,
-                    |w, x, o| f4.call(w, x, o),
-                    |w, x, o| f1.call(w, x, o),
-                );
+                let (w, x) = parts(w, groups, g, x, t);
+                tiles.q8_0.call(w, x, out);
             }
             (Packed::Q4K(w), Quantized::Q8K(x)) => {
-                let (f1, f4) = (k.tile_x1.q4k, k.tile_x4.q4k);
-                tile_group(
-                    w,
-                    g,
-                    groups,
-                    x,
-                    t,
-                    out,
-                    |w, x, o| f4.call(w, x, o),
-                    |w, x, o| f1.call(w, x, o),
-                );
+                let (w, x) = parts(w, groups, g, x, t);
+                tiles.q4k.call(w, x, out);
             }
             (Packed::Q6K(w), Quantized::Q8K(x)) => {
-                let (f1, f4) = (k.tile_x1.q6k, k.tile_x4.q6k);
-                tile_group(
-                    w,
-                    g,
-                    groups,
-                    x,
-                    t,
-                    out,
-                    |w, x, o| f4.call(w, x, o),
-                    |w, x, o| f1.call(w, x, o),
-                );
+                let (w, x) = parts(w, groups, g, x, t);
+                tiles.q6k.call(w, x, out);
             }
             _ => unreachable!("activations are quantized for the weights' type"),
         }
