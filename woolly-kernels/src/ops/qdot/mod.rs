@@ -4,14 +4,17 @@
 //! Q8_0; Q4_1 and Q5_1 against Q8_1. Every variant computes each block's exact integer
 //! sums and combines them with the reference's `combine_*` function in block order, so
 //! it agrees with [`crate::reference::quant_dot`] **bit for bit** (`tolerance = exact()`;
-//! see that module). The scalar and NEON variants compile the portable body; AVX2 and
-//! AVX-512 plug in hand-written bodies (`override(...)`) where integer tricks pay:
-//! Q4_K, Q6_K and every legacy format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0); AVX-512 uses VNNI's
-//! `vpdpbusd` for the legacy formats.
+//! see that module). The scalar variant compiles the portable body; AVX2, AVX-512, NEON
+//! and NEON + dotprod plug in hand-written bodies (`override(...)`) for Q4_K, Q6_K and
+//! every legacy format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). AVX-512 uses VNNI's `vpdpbusd` for
+//! the legacy formats; `neon` multiplies with `vmull_s8` + `vpadalq_s16` and
+//! `neon_dotprod` with `sdot` (inline assembly, its intrinsic being unstable), sharing
+//! the unpacking in `neon.rs`.
 //!
 //! Q8_0 x Q8_0 on x86 uses `maddubs(|a|, sign(b, a))`, exact for quants in -127..=127;
 //! ggml's quantizers never write -128, and a weight byte of -128 would give a result
-//! that differs from the reference (never undefined behaviour).
+//! that differs from the reference (never undefined behaviour). The NEON bodies are exact
+//! for any bytes.
 
 use woolly_kernels_macros::kernel;
 
@@ -25,6 +28,10 @@ use crate::simd::Simd;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_dotprod;
 
 /// All eight (scale, min) pairs of a Q4_K/Q5_K block at once, with ggml's mask trick
 /// (the unpacking its SIMD paths use). Equal to [`crate::quant::get_scale_min_k4`] for
@@ -51,7 +58,12 @@ pub fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q4k_q8k,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q4k_q8k, avx512 = avx512::vec_dot_q4k_q8k),
+    override(
+        avx2 = avx2::vec_dot_q4k_q8k,
+        avx512 = avx512::vec_dot_q4k_q8k,
+        neon = neon::vec_dot_q4k_q8k,
+        neon_dotprod = neon_dotprod::vec_dot_q4k_q8k,
+    ),
     test(w = { let n = rng.range(1, 17); rng.q4k(n) }, x = rng.q8k(w.len())),
 )]
 pub fn vec_dot_q4k_q8k<V: Simd>(v: V, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
@@ -65,7 +77,12 @@ pub fn vec_dot_q4k_q8k<V: Simd>(v: V, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q6k_q8k,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q6k_q8k, avx512 = avx512::vec_dot_q6k_q8k),
+    override(
+        avx2 = avx2::vec_dot_q6k_q8k,
+        avx512 = avx512::vec_dot_q6k_q8k,
+        neon = neon::vec_dot_q6k_q8k,
+        neon_dotprod = neon_dotprod::vec_dot_q6k_q8k,
+    ),
     test(w = { let n = rng.range(1, 17); rng.q6k(n) }, x = rng.q8k(w.len())),
 )]
 pub fn vec_dot_q6k_q8k<V: Simd>(v: V, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
@@ -78,7 +95,12 @@ pub fn vec_dot_q6k_q8k<V: Simd>(v: V, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q8_0_q8_0,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q8_0_q8_0, avx512 = avx512::vec_dot_q8_0_q8_0),
+    override(
+        avx2 = avx2::vec_dot_q8_0_q8_0,
+        avx512 = avx512::vec_dot_q8_0_q8_0,
+        neon = neon::vec_dot_q8_0_q8_0,
+        neon_dotprod = neon_dotprod::vec_dot_q8_0_q8_0,
+    ),
     test(w = { let n = rng.range(1, 70); rng.q8_0(n) }, x = rng.q8_0_act(w.len())),
 )]
 pub fn vec_dot_q8_0_q8_0<V: Simd>(v: V, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
@@ -91,7 +113,12 @@ pub fn vec_dot_q8_0_q8_0<V: Simd>(v: V, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q4_0_q8_0,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q4_0_q8_0, avx512 = avx512::vec_dot_q4_0_q8_0),
+    override(
+        avx2 = avx2::vec_dot_q4_0_q8_0,
+        avx512 = avx512::vec_dot_q4_0_q8_0,
+        neon = neon::vec_dot_q4_0_q8_0,
+        neon_dotprod = neon_dotprod::vec_dot_q4_0_q8_0,
+    ),
     test(w = { let n = rng.range(1, 70); rng.q4_0(n) }, x = rng.q8_0_act(w.len())),
 )]
 pub fn vec_dot_q4_0_q8_0<V: Simd>(v: V, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
@@ -104,7 +131,12 @@ pub fn vec_dot_q4_0_q8_0<V: Simd>(v: V, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q5_0_q8_0,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q5_0_q8_0, avx512 = avx512::vec_dot_q5_0_q8_0),
+    override(
+        avx2 = avx2::vec_dot_q5_0_q8_0,
+        avx512 = avx512::vec_dot_q5_0_q8_0,
+        neon = neon::vec_dot_q5_0_q8_0,
+        neon_dotprod = neon_dotprod::vec_dot_q5_0_q8_0,
+    ),
     test(w = { let n = rng.range(1, 70); rng.q5_0(n) }, x = rng.q8_0_act(w.len())),
 )]
 pub fn vec_dot_q5_0_q8_0<V: Simd>(v: V, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
@@ -117,7 +149,12 @@ pub fn vec_dot_q5_0_q8_0<V: Simd>(v: V, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q4_1_q8_1,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q4_1_q8_1_x8, avx512 = avx512::vec_dot_q4_1_q8_1),
+    override(
+        avx2 = avx2::vec_dot_q4_1_q8_1_x8,
+        avx512 = avx512::vec_dot_q4_1_q8_1,
+        neon = neon::vec_dot_q4_1_q8_1,
+        neon_dotprod = neon_dotprod::vec_dot_q4_1_q8_1,
+    ),
     test(w = { let n = rng.range(1, 70); rng.q4_1(n) }, x = rng.q8_1_act(w.len())),
 )]
 pub fn vec_dot_q4_1_q8_1<V: Simd>(v: V, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
@@ -130,7 +167,12 @@ pub fn vec_dot_q4_1_q8_1<V: Simd>(v: V, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::vec_dot_q5_1_q8_1,
     tolerance = exact(),
-    override(avx2 = avx2::vec_dot_q5_1_q8_1, avx512 = avx512::vec_dot_q5_1_q8_1),
+    override(
+        avx2 = avx2::vec_dot_q5_1_q8_1,
+        avx512 = avx512::vec_dot_q5_1_q8_1,
+        neon = neon::vec_dot_q5_1_q8_1,
+        neon_dotprod = neon_dotprod::vec_dot_q5_1_q8_1,
+    ),
     test(w = { let n = rng.range(1, 70); rng.q5_1(n) }, x = rng.q8_1_act(w.len())),
 )]
 pub fn vec_dot_q5_1_q8_1<V: Simd>(v: V, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {

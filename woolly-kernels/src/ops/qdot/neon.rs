@@ -1,0 +1,341 @@
+//! NEON bodies of the quantized dot products (`override(neon = ...)`), and the helpers
+//! (loads, nibble and 6-bit unpacking, the Q4_K min sum) that the `neon_dotprod` bodies
+//! share with them.
+//!
+//! The integer scheme: every weight quant is first turned into a signed byte holding
+//! exactly the value the reference multiplies: `q - 8` (Q4_0), `q - 16` (Q5_0), `q - 32`
+//! (Q6_K), the quant itself for Q4_K, Q4_1 and Q5_1 (0..=31), the byte for Q8_0. A block's
+//! sum is then a plain i8 x i8 dot product. Plain NEON forms it with widening multiplies
+//! (`vmull_s8`: 16-bit products, exact for any two bytes) and pairwise widening adds into
+//! 32-bit lanes (`vpadalq_s16`) in [`dot16`], so no intermediate can overflow for any
+//! input (a `vmlal_s8` pair sum would overflow i16 for `-128 * -128` twice, which is why
+//! it is not used). `neon_dotprod` replaces [`dot16`] by one `sdot`; everything else is
+//! shared.
+//!
+//! The group scales of Q4_K and Q6_K multiply the 32-bit group sums (`vmlaq_n_s32`), and
+//! one `vaddvq_s32` per block gives the integer the reference computes: integer addition
+//! is exact in any order while nothing wraps, and nothing does (Q4_K: a group's dot is at
+//! most 32 * 15 * 128 = 61,440 in magnitude, times a scale <= 63, over 8 groups < 2^25;
+//! Q6_K: 16 * 32 * 128 = 65,536, times |scale| <= 128, over 16 groups = 2^27; legacy
+//! blocks: 32 * 128 * 128 = 2^19). Each block's integers then go through the reference's
+//! `combine_*` in block order, so the result is bit-identical to the reference. Unlike the
+//! x86 Q8_0 body, a weight byte of -128 is exact here too.
+//!
+//! The bit layouts follow ggml's NEON code (`ggml-cpu/arch/arm/quants.c`,
+//! `ggml_vec_dot_q6_K_q8_K` etc.); the code is ours. No software prefetch: the blocks are
+//! read in order, which the hardware prefetchers of aarch64 cores follow.
+
+use std::arch::aarch64::*;
+
+use crate::isa::NeonToken;
+use crate::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+};
+use crate::reference::quant_dot as r;
+
+use super::scales_mins_k4;
+
+/// The first 16 bytes of `s`.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn load_u8(s: &[u8]) -> uint8x16_t {
+    assert!(s.len() >= 16);
+    // SAFETY: the first 16 bytes of `s` are in bounds (checked); vld1q needs no alignment.
+    unsafe { vld1q_u8(s.as_ptr()) }
+}
+
+/// The first 16 signed bytes of `s`.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn load_i8(s: &[i8]) -> int8x16_t {
+    assert!(s.len() >= 16);
+    // SAFETY: the first 16 bytes of `s` are in bounds (checked); vld1q needs no alignment.
+    unsafe { vld1q_s8(s.as_ptr()) }
+}
+
+/// `acc` plus the products of `a` and `b`, in four 32-bit lanes (each lane sums four of
+/// the sixteen products; only the total is meaningful). Exact for any bytes: 16-bit
+/// products, pairwise-added into 32 bits.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn dot16(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    let hi = vmull_high_s8(a, b);
+    vpadalq_s16(vpadalq_s16(acc, lo), hi)
+}
+
+/// The dot product of 32 weight bytes `q` with the first 32 activation quants of `q8`,
+/// in four 32-bit lanes.
+#[target_feature(enable = "neon")]
+#[inline]
+fn dot32(q: [int8x16_t; 2], q8: &[i8]) -> int32x4_t {
+    let acc = dot16(vdupq_n_s32(0), q[0], load_i8(q8));
+    dot16(acc, q[1], load_i8(&q8[16..]))
+}
+
+/// The low and the high nibbles of 16 bytes, as bytes 0..=15.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn nibbles(q: uint8x16_t) -> (uint8x16_t, uint8x16_t) {
+    (vandq_u8(q, vdupq_n_u8(0xF)), vshrq_n_u8::<4>(q))
+}
+
+/// `0x10` in lane `j` where bit `j % 8` of `lo` (lanes 0..8) or of `hi` (lanes 8..16) is
+/// set, else 0.
+#[target_feature(enable = "neon")]
+#[inline]
+fn fifth_bits16(lo: u8, hi: u8) -> uint8x16_t {
+    // Lane j's bit: 1 << (j % 8), in both halves.
+    let bit = vcreate_u8(0x8040_2010_0804_0201);
+    let bytes = vcombine_u8(vdup_n_u8(lo), vdup_n_u8(hi));
+    vandq_u8(vtstq_u8(bytes, vcombine_u8(bit, bit)), vdupq_n_u8(0x10))
+}
+
+/// The 32 quants of a legacy 4/5-bit block minus `offset`, as signed bytes in weight
+/// order: `[weights 0..16, weights 16..32]`. Byte `j` of `qs` holds weight `j` (low
+/// nibble) and `j + 16` (high); bit `j` of the little-endian `qh`, when given, is weight
+/// `j`'s fifth bit. The values (0..=31 minus 0, 8 or 16) fit a signed byte.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn legacy_quants(qs: &[u8; 16], qh: Option<&[u8; 4]>, offset: i8) -> [int8x16_t; 2] {
+    let (mut lo, mut hi) = nibbles(load_u8(qs));
+    if let Some(qh) = qh {
+        lo = vorrq_u8(lo, fifth_bits16(qh[0], qh[1]));
+        hi = vorrq_u8(hi, fifth_bits16(qh[2], qh[3]));
+    }
+    let off = vdupq_n_s8(offset);
+    [
+        vsubq_s8(vreinterpretq_s8_u8(lo), off),
+        vsubq_s8(vreinterpretq_s8_u8(hi), off),
+    ]
+}
+
+/// The 32 weight bytes of a Q8_0 block, as two vectors.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn q8_0_quants(qs: &[i8; 32]) -> [int8x16_t; 2] {
+    [load_i8(qs), load_i8(&qs[16..])]
+}
+
+/// `sum_g m[g] * (bsums[2g] + bsums[2g + 1])` of a Q4_K block against Q8_K, as the
+/// reference computes it (the pair sums in i16, |.| <= 4,096 for a quantized block; the
+/// products and their sum in i32).
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> i32 {
+    let b = &x.bsums;
+    // SAFETY: `bsums` is 16 i16: lanes 0..8 and 8..16 are in bounds; no alignment needed.
+    let (b0, b1) = unsafe { (vld1q_s16(b.as_ptr()), vld1q_s16(b[8..].as_ptr())) };
+    // Lane g: the activation sum of 32-weight group g.
+    let groups = vpaddq_s16(b0, b1);
+    let m = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(*mins))));
+    let p = vmull_s16(vget_low_s16(m), vget_low_s16(groups));
+    vaddvq_s32(vmlal_high_s16(p, m, groups))
+}
+
+/// Chunk `j` of a Q4_K block (`qs[32 j .. 32 j + 32]`, passed from its start) as the
+/// quants of group `2j` (low nibbles) and `2j + 1` (high nibbles), each in weight order
+/// as two vectors of 16.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn q4k_chunk(qs: &[u8]) -> ([int8x16_t; 2], [int8x16_t; 2]) {
+    let (lo0, hi0) = nibbles(load_u8(qs));
+    let (lo1, hi1) = nibbles(load_u8(&qs[16..]));
+    let s = vreinterpretq_s8_u8;
+    ([s(lo0), s(lo1)], [s(hi0), s(hi1)])
+}
+
+/// The 128 quants of one half of a Q6_K block minus 32, as signed bytes (-32..=31):
+/// vector `k` holds the half's weights `16 k .. 16 k + 16`, i.e. group `8 half + k`.
+/// `ql` and `qh` start at the half's bytes (`ql[64 half..]`, 64 bytes; `qh[32 half..]`,
+/// 32 bytes). Weight `32 quarter + l` takes the low (quarters 0, 1) or high (2, 3) nibble
+/// of `ql[32 (quarter % 2) + l]` and bits `2 quarter, 2 quarter + 1` of `qh[l]` as bits
+/// 4 and 5.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn q6k_half(ql: &[u8], qh: &[u8]) -> [int8x16_t; 8] {
+    let m4 = vdupq_n_u8(0xF);
+    let m30 = vdupq_n_u8(0x30);
+    let mut q = [vdupq_n_s8(0); 8];
+    for k in 0..2 {
+        // Weights l = 16 k .. 16 k + 16 of each quarter.
+        let a = load_u8(&ql[16 * k..]); // quarters 0 (low nibble) and 2 (high)
+        let b = load_u8(&ql[32 + 16 * k..]); // quarters 1 and 3
+        let h = load_u8(&qh[16 * k..]);
+        let quarters = [
+            vorrq_u8(vandq_u8(a, m4), vandq_u8(vshlq_n_u8::<4>(h), m30)),
+            vorrq_u8(vandq_u8(b, m4), vandq_u8(vshlq_n_u8::<2>(h), m30)),
+            vorrq_u8(vshrq_n_u8::<4>(a), vandq_u8(h, m30)),
+            vorrq_u8(vshrq_n_u8::<4>(b), vandq_u8(vshrq_n_u8::<2>(h), m30)),
+        ];
+        for (quarter, v) in quarters.into_iter().enumerate() {
+            q[2 * quarter + k] = vsubq_s8(vreinterpretq_s8_u8(v), vdupq_n_s8(32));
+        }
+    }
+    q
+}
+
+/// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q4k_q8k(_: NeonToken, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let (sc, mins) = scales_mins_k4(&w.scales);
+        let imin = q4k_imin(&mins, x);
+        let mut acc = vdupq_n_s32(0);
+        for j in 0..4 {
+            let (lo, hi) = q4k_chunk(&w.qs[32 * j..]);
+            acc = vmlaq_n_s32(acc, dot32(lo, &x.qs[64 * j..]), i32::from(sc[2 * j]));
+            acc = vmlaq_n_s32(
+                acc,
+                dot32(hi, &x.qs[64 * j + 32..]),
+                i32::from(sc[2 * j + 1]),
+            );
+        }
+        sum += r::combine_q4k(w, x, vaddvq_s32(acc), imin);
+    }
+    sum
+}
+
+/// Q6_K . Q8_K, bit-identical to [`r::vec_dot_q6k_q8k`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q6k_q8k(_: NeonToken, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (w, x) in w.iter().zip(x) {
+        let mut acc = vdupq_n_s32(0);
+        for half in 0..2 {
+            let q = q6k_half(&w.ql[64 * half..], &w.qh[32 * half..]);
+            for (k, q) in q.into_iter().enumerate() {
+                let g = 8 * half + k;
+                let dot = dot16(vdupq_n_s32(0), q, load_i8(&x.qs[16 * g..]));
+                acc = vmlaq_n_s32(acc, dot, i32::from(w.scales[g]));
+            }
+        }
+        sum += r::combine_q6k(w, x, vaddvq_s32(acc));
+    }
+    sum
+}
+
+/// Q8_0 . Q8_0, bit-identical to [`r::vec_dot_q8_0_q8_0`] for any bytes.
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q8_0_q8_0(_: NeonToken, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.iter().zip(x) {
+        let isum = vaddvq_s32(dot32(q8_0_quants(&wb.qs), &xb.qs));
+        sum += r::combine_q8_0(wb.d, xb, isum);
+    }
+    sum
+}
+
+/// Q4_0 . Q8_0, bit-identical to [`r::vec_dot_q4_0_q8_0`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q4_0_q8_0(_: NeonToken, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.iter().zip(x) {
+        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, None, 8), &xb.qs));
+        sum += r::combine_q8_0(wb.d, xb, isum);
+    }
+    sum
+}
+
+/// Q5_0 . Q8_0, bit-identical to [`r::vec_dot_q5_0_q8_0`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q5_0_q8_0(_: NeonToken, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.iter().zip(x) {
+        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, Some(&wb.qh), 16), &xb.qs));
+        sum += r::combine_q8_0(wb.d, xb, isum);
+    }
+    sum
+}
+
+/// Q4_1 . Q8_1, bit-identical to [`r::vec_dot_q4_1_q8_1`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q4_1_q8_1(_: NeonToken, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.iter().zip(x) {
+        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, None, 0), &xb.qs));
+        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+    }
+    sum
+}
+
+/// Q5_1 . Q8_1, bit-identical to [`r::vec_dot_q5_1_q8_1`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has NEON (the token argument proves it).
+#[target_feature(enable = "neon")]
+pub fn vec_dot_q5_1_q8_1(_: NeonToken, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let mut sum = 0.0f32;
+    for (wb, xb) in w.iter().zip(x) {
+        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, Some(&wb.qh), 0), &xb.qs));
+        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::NeonDotprodToken;
+    use crate::ops::qdot::vec_dot_q8_0_q8_0 as kernel;
+    use crate::testing::TestRng;
+
+    /// The claim in the module docs: unlike the x86 bodies, Q8_0 is exact for weight and
+    /// activation bytes of -128 too (the generated tests draw weights in -127..=127).
+    #[test]
+    fn q8_0_is_exact_for_minus_128() {
+        let mut rng = TestRng::new(5);
+        let mut w = rng.q8_0(9);
+        let mut x = rng.q8_0_act(9);
+        for (i, (wb, xb)) in w.iter_mut().zip(&mut x).enumerate() {
+            for j in 0..32 {
+                if i % 3 == 0 || j % (i + 2) == 0 {
+                    wb.qs[j] = -128;
+                    xb.qs[j] = -128;
+                }
+            }
+        }
+        let want = r::vec_dot_q8_0_q8_0(&w, &x);
+        let t = NeonToken::try_new().expect("aarch64 has NEON");
+        assert_eq!(kernel::neon::dyn_(t, &w, &x).to_bits(), want.to_bits());
+        if let Some(t) = NeonDotprodToken::try_new() {
+            assert_eq!(
+                kernel::neon_dotprod::dyn_(t, &w, &x).to_bits(),
+                want.to_bits()
+            );
+        }
+    }
+}
