@@ -14,6 +14,7 @@
 //! - [`ops`]: the kernels (`#[kernel]` bodies, hand-written ISA leaves, matvec).
 //! - [`dispatch`]: [`Kernels`], every op selected once for an ISA and model dims.
 //! - [`reference`](mod@reference): the scalar oracles, written for clarity.
+//! - [`team`]: the spinning threads that run the parallel steps of a forward pass.
 //! - [`testing`]: the shared test runner (skips, `WOOLLY_REQUIRE_ISA`, tolerances).
 
 // Generated code names this crate `::woolly_kernels`, also from inside it.
@@ -26,6 +27,7 @@ pub mod quant;
 pub mod reference;
 pub mod registry;
 pub mod simd;
+pub mod team;
 pub mod testing;
 
 pub use dispatch::{Dims, Kernels};

@@ -4,8 +4,8 @@
 //! one call serves prompt processing (many positions of one sequence), generation (one
 //! token) and continuous batching (one token of each of many sequences) alike.
 
-use woolly_kernels::Kernels;
 use woolly_kernels::quant::dequantize_row;
+use woolly_kernels::{Kernels, team};
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::kv_cache::{KvCache, KvView};
@@ -103,7 +103,7 @@ impl Scratch {
             v: vec![0.0; n * cfg.kv_dim()],
             gate: vec![0.0; n * cfg.n_ff],
             up: vec![0.0; n * cfg.n_ff],
-            scores: vec![0.0; attention_workers(rayon::current_num_threads()) * scores_len],
+            scores: vec![0.0; attention_workers(team::workers()) * scores_len],
             scores_len,
             rope_cos: vec![0.0; cfg.rope_dim / 2],
             rope_sin: vec![0.0; cfg.rope_dim / 2],
@@ -178,10 +178,10 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Attention workers (scores buffers) for a pool of `threads`: two per thread, so a
-/// thread that finishes early can take over a share of a busy one's work.
+/// Attention scores buffers for a team of `threads`: one per worker (the team hands
+/// tasks out one at a time, so a thread that finishes early takes the next).
 fn attention_workers(threads: usize) -> usize {
-    2 * threads.max(1)
+    threads.max(1)
 }
 
 /// Head-positions (query heads times cached positions) below which the attention of a
@@ -232,45 +232,23 @@ impl AttentionTask<'_> {
         }
     }
 
-    /// Runs tasks `first..` (one per `group * head_dim` chunk of `q` and `out`), forking
-    /// until one scores buffer (of `len`) is left per share; shares are split by work,
-    /// since a token late in a prompt attends to more positions than an early one.
-    fn run_all(
-        &self,
-        first: usize,
-        q: &mut [f32],
-        out: &mut [f32],
-        scores: &mut [f32],
-        len: usize,
-    ) {
+    /// Runs every task (one per `group * head_dim` chunk of `q` and `out`), on the
+    /// thread team when the work is worth it, each worker with its own scores buffer
+    /// (of `len`) from `scores`.
+    fn run_all(&self, q: &mut [f32], out: &mut [f32], scores: &mut [f32], len: usize) {
         let chunk = self.group * self.head_dim;
         let n_tasks = q.len() / chunk;
-        let n_bufs = scores.len() / len;
-        let total = self.work(first..first + n_tasks);
-        if n_bufs < 2 || n_tasks < 2 || total < ATTENTION_MIN_PARALLEL {
+        if n_tasks < 2 || self.work(0..n_tasks) < ATTENTION_MIN_PARALLEL {
             let buf = &mut scores[..len];
             let tasks = q.chunks_exact_mut(chunk).zip(out.chunks_exact_mut(chunk));
             for (t, (q, out)) in tasks.enumerate() {
-                self.run(first + t, q, out, buf);
+                self.run(t, q, out, buf);
             }
             return;
         }
-        // The left share takes the first tasks up to its part of the work (at least one,
-        // and never all).
-        let left_bufs = n_bufs / 2;
-        let target = total * left_bufs / n_bufs;
-        let (mut m, mut acc) = (0, 0);
-        while m < n_tasks - 1 && (m == 0 || acc < target) {
-            acc += self.work(first + m..first + m + 1);
-            m += 1;
-        }
-        let (ql, qr) = q.split_at_mut(m * chunk);
-        let (ol, or) = out.split_at_mut(m * chunk);
-        let (sl, sr) = scores.split_at_mut(left_bufs * len);
-        rayon::join(
-            || self.run_all(first, ql, ol, sl, len),
-            || self.run_all(first + m, qr, or, sr, len),
-        );
+        team::for_each_chunk_pair((q, chunk), (out, chunk), (scores, len), |t, q, out, buf| {
+            self.run(t, q, out, buf)
+        });
     }
 }
 
@@ -296,7 +274,7 @@ fn attention(
     scores: &mut Vec<f32>,
     scores_len: usize,
 ) {
-    let want = attention_workers(rayon::current_num_threads()) * scores_len;
+    let want = attention_workers(team::workers()) * scores_len;
     if scores.len() < want {
         // Only when the pool has more threads than when the scratch was made.
         scores.resize(want, 0.0);
@@ -310,7 +288,7 @@ fn attention(
         head_dim: cfg.head_dim,
         group: cfg.n_head / cfg.n_head_kv,
     };
-    task.run_all(0, q, out, &mut scores[..want], scores_len);
+    task.run_all(q, out, &mut scores[..want], scores_len);
 }
 
 fn silu(x: f32) -> f32 {

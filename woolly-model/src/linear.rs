@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
 use woolly_kernels::GgmlType;
 use woolly_kernels::dispatch::Kernels;
 use woolly_kernels::ops::matvec::MatmulScratch;
@@ -259,20 +258,18 @@ fn reference_matmul(
     let act = &ls.act;
     let yt = &mut ls.yt;
     yt.resize(n_out * n_tok, 0.0);
-    yt.par_chunks_mut(ROWS_PER_TASK * n_tok)
-        .enumerate()
-        .for_each(|(task, out)| {
-            ROW.with_borrow_mut(|row| {
-                row.resize(n_in, 0.0);
-                for (i, out_row) in out.chunks_exact_mut(n_tok).enumerate() {
-                    let r = task * ROWS_PER_TASK + i;
-                    let src = &data[r * row_bytes..(r + 1) * row_bytes];
-                    for (t, o) in out_row.iter_mut().enumerate() {
-                        *o = row_dot(w.ty, src, act, t, n_in, row);
-                    }
+    woolly_kernels::team::for_each_chunk(yt, ROWS_PER_TASK * n_tok, |task, out| {
+        ROW.with_borrow_mut(|row| {
+            row.resize(n_in, 0.0);
+            for (i, out_row) in out.chunks_exact_mut(n_tok).enumerate() {
+                let r = task * ROWS_PER_TASK + i;
+                let src = &data[r * row_bytes..(r + 1) * row_bytes];
+                for (t, o) in out_row.iter_mut().enumerate() {
+                    *o = row_dot(w.ty, src, act, t, n_in, row);
                 }
-            })
-        });
+            }
+        })
+    });
     for t in 0..n_tok {
         for r in 0..n_out {
             y[t * n_out + r] = yt[r * n_tok + t];

@@ -7,7 +7,6 @@
 //! bit-identical rows to `matvec` of each token.
 
 use half::f16;
-use rayon::prelude::*;
 
 use crate::GgmlType;
 use crate::dispatch::Kernels;
@@ -78,14 +77,14 @@ const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 /// batch, which reuses each row): about [`TASKS_PER_THREAD`] tasks per pool thread, none
 /// under [`MIN_TASK_BYTES`]. Every row's result is independent of the split.
 pub(crate) fn rows_per_task(rows: usize, row_bytes: usize) -> usize {
-    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
+    let tasks = crate::team::workers() * TASKS_PER_THREAD;
     let min_rows = MIN_TASK_BYTES.div_ceil(row_bytes.max(1));
     rows.div_ceil(tasks).max(min_rows).max(1)
 }
 
 /// Runs `f(first_row, out)` over `out` split into tasks of `rows_per_task * stride`
-/// outputs, on rayon's pool when the matrix is big enough. The one place that knows
-/// about the thread pool; it allocates nothing (rayon's `for_each` over chunks).
+/// outputs, on the thread team ([`crate::team`]) when the matrix is big enough. The one
+/// place matrix products know about threads; it allocates nothing.
 pub(crate) fn for_row_chunks(
     out: &mut [f32],
     stride: usize,
@@ -94,14 +93,12 @@ pub(crate) fn for_row_chunks(
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
     let chunk = rows_per_task * stride;
-    if weights < PARALLEL_MIN_WEIGHTS || rayon::current_num_threads() <= 1 {
+    if weights < PARALLEL_MIN_WEIGHTS || crate::team::workers() <= 1 {
         for (i, o) in out.chunks_mut(chunk).enumerate() {
             f(i * rows_per_task, o);
         }
     } else {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, o)| f(i * rows_per_task, o));
+        crate::team::for_each_chunk(out, chunk, |i, o| f(i * rows_per_task, o));
     }
 }
 
