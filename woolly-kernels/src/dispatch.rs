@@ -32,6 +32,9 @@ pub struct Tiles {
     pub q4k: qtile::tile_q4k_q8k::Selected,
     /// Q6_K rows x Q8_K activations.
     pub q6k: qtile::tile_q6k_q8k::Selected,
+    /// Two Q4_K row groups at once, where that beats two [`Tiles::q4k`] calls (AVX-512:
+    /// sixteen rows per 512-bit vector); `None` elsewhere.
+    pub q4k_pair: Option<qtile::tile2_q4k_q8k::Selected>,
 }
 
 impl Tiles {
@@ -44,6 +47,7 @@ impl Tiles {
             q8_0: qtile::tile_q8_0_q8_0::select(isa, &[]),
             q4k: qtile::tile_q4k_q8k::select(isa, &[]),
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
+            q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
         }
     }
 }

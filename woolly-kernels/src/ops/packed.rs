@@ -44,6 +44,9 @@ pub const TILE_ROWS: usize = ROWS;
 /// L2 while the task's row groups stream past.
 const TOKENS_PER_PASS: usize = 64;
 
+/// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs.
+const PAIR_MIN_TOKENS: usize = 4;
+
 fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> Vec<B::X8> {
     pack_rows(&weight_blocks::<B>(w), rows)
 }
@@ -138,6 +141,30 @@ impl PackedMatrix {
     /// Row groups of eight.
     fn groups(&self) -> usize {
         self.rows / ROWS
+    }
+
+    /// Row groups `g` and `g + 1` against tokens `t0..t1` of `x`, into `out_a` and
+    /// `out_b` (each `(t1 - t0, 8)`), when this ISA has a two-group kernel for the
+    /// format ([`crate::dispatch::Tiles::q4k_pair`]); returns whether it ran.
+    fn tile_pair(
+        &self,
+        k: &Kernels,
+        g: usize,
+        x: Quantized<'_>,
+        t: (usize, usize),
+        out_a: &mut [f32],
+        out_b: &mut [f32],
+    ) -> bool {
+        match (&self.blocks, x, k.tiles.q4k_pair) {
+            // Below four tokens the pair streams two groups for little reuse: measured
+            // slower than two eight-row tiles on tinyllama's decode.
+            (Packed::Q4K(w), Quantized::Q8K(x), Some(pair)) if t.1 - t.0 >= PAIR_MIN_TOKENS => {
+                let nb = w.len() / self.groups();
+                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`.
@@ -268,7 +295,8 @@ impl Kernels {
         }
         let groups: usize = ws.iter().map(|w| w.groups()).sum();
         let bytes: usize = ws.iter().map(|w| w.bytes()).sum();
-        let per_task = rows_per_task(groups, bytes / groups * batch);
+        // Even, so that two-group kernels find their pairs inside a task.
+        let per_task = rows_per_task(groups, bytes / groups * batch).next_multiple_of(2);
         // (groups, batch, 8): each group's outputs for every token, token-major.
         yt.clear();
         yt.resize(groups * batch * ROWS, 0.0);
@@ -277,15 +305,22 @@ impl Kernels {
             let n_groups = chunk.len() / (batch * ROWS);
             for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
                 let t1 = (t0 + TOKENS_PER_PASS).min(batch);
-                for (j, out) in chunk
-                    .chunks_exact_mut(batch * ROWS)
-                    .enumerate()
-                    .take(n_groups)
-                {
+                let mut j = 0;
+                while j < n_groups {
                     let g = g0 + j;
                     let i = start[..ws.len()].partition_point(|&s| s <= g) - 1;
+                    let (gi, stride) = (g - start[i], batch * ROWS);
+                    let (out, rest) = chunk[j * stride..].split_at_mut(stride);
                     let out = &mut out[t0 * ROWS..t1 * ROWS];
-                    ws[i].tile(self, g - start[i], xq, (t0, t1), out);
+                    if j + 1 < n_groups && gi + 1 < ws[i].groups() {
+                        let next = &mut rest[t0 * ROWS..t1 * ROWS];
+                        if ws[i].tile_pair(self, gi, xq, (t0, t1), out, next) {
+                            j += 2;
+                            continue;
+                        }
+                    }
+                    ws[i].tile(self, gi, xq, (t0, t1), out);
+                    j += 1;
                 }
             }
         });

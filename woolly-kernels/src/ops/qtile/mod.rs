@@ -101,6 +101,36 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
     r::tile_q4k_q8k(w, x, out)
 }
 
+/// Two consecutive row groups of Q4_K (16 rows: `w` holds group a's super-blocks, then
+/// group b's) x Q8_K activations, into `out_a` and `out_b` as [`tile_q4k_q8k`] would
+/// write them. AVX-512 runs both groups in one 512-bit vector per step (one i32 lane per
+/// row), so each broadcast activation and each `vpdpbusd` serves 16 rows instead of 8;
+/// other ISAs run the reference, and dispatch only uses this kernel on AVX-512
+/// ([`crate::dispatch::Tiles::q4k_pair`]).
+/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::tile2_q4k_q8k,
+    tolerance = exact(),
+    override(avx512 = x86_k::avx512_pair::tile2_q4k_q8k),
+    test(
+        w = { let nb = rng.range(1, 6); rng.q4kx8(2 * nb) },
+        x = { let t = rng.range(1, 20); rng.q8k(t * w.len() / 2) },
+        out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
+        out_b = rng.f32s(out_a.len()),
+    ),
+)]
+pub fn tile2_q4k_q8k<V: Simd>(
+    v: V,
+    w: &[BlockQ4Kx8],
+    x: &[BlockQ8K],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let _ = v;
+    r::tile2_q4k_q8k(w, x, out_a, out_b)
+}
+
 /// Q6_K rows x Q8_K activations: `out[t * 8 + r] = dot(row r, token t)`.
 /// shapes: w: (nb,) super-blocks of 8 rows; x: (T, nb); out: (T, 8)
 #[kernel(
@@ -132,4 +162,5 @@ pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q8_0_q8_0::INFO,
     &tile_q4k_q8k::INFO,
     &tile_q6k_q8k::INFO,
+    &tile2_q4k_q8k::INFO,
 ];

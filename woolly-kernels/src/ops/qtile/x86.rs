@@ -106,7 +106,7 @@ pub(super) fn dot4_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
 /// Stamps the tile kernels for one ISA: `$dot4` is the lane dot product, `$features`
 /// the target features (a superset of AVX2 + FMA + F16C), `$token` the proof type.
 macro_rules! x86_tiles {
-    ($isa:ident, $token:ty, $features:literal, $dot4:ident) => {
+    ($isa:ident, $token:ty, $features:literal, $dot4:ident, $wide:literal) => {
         /// Tile kernels for this ISA (see the module docs).
         pub mod $isa {
             use super::*;
@@ -197,8 +197,9 @@ macro_rules! x86_tiles {
                 x: &[BlockQ8_1],
                 out: &mut [f32],
             ) {
-                tiles(w.len(), x, out, T, |x, out| {
+                tiles(w.len(), x, out, (T, $wide), |x, out| {
                     match x.len() / w.len().max(1) {
+                        8 => q4_1_n::<8>(w, x, out),
                         4 => q4_1_n::<4>(w, x, out),
                         _ => q4_1_n::<1>(w, x, out),
                     }
@@ -219,8 +220,9 @@ macro_rules! x86_tiles {
                 x: &[BlockQ8_0],
                 out: &mut [f32],
             ) {
-                tiles(w.len(), x, out, T, |x, out| {
+                tiles(w.len(), x, out, (T, $wide), |x, out| {
                     match x.len() / w.len().max(1) {
+                        8 => q8_0_n::<8>(w, x, out),
                         4 => q8_0_n::<4>(w, x, out),
                         _ => q8_0_n::<1>(w, x, out),
                     }
@@ -231,14 +233,15 @@ macro_rules! x86_tiles {
 }
 
 /// Checks the shapes of a tile call (`t` = the specialized token count, 0 for any) and
-/// runs `f` on groups of four tokens, then on single tokens.
+/// runs `f` on groups of `wide` tokens (8 with AVX-512's 32 registers, 4 with AVX2's 16),
+/// then of four, then on single tokens.
 /// shapes: x: (n_tok, nb); out: (n_tok, 8)
 #[inline(always)]
 pub(super) fn tiles<X>(
     nb: usize,
     x: &[X],
     out: &mut [f32],
-    t: usize,
+    (t, wide): (usize, usize),
     mut f: impl FnMut(&[X], &mut [f32]),
 ) {
     let n_tok = out.len() / ROWS;
@@ -252,20 +255,32 @@ pub(super) fn tiles<X>(
         out.fill(0.0);
         return;
     }
-    let (x4, x1) = x.split_at(n_tok / 4 * 4 * nb);
-    let (o4, o1) = out.split_at_mut(n_tok / 4 * 4 * ROWS);
-    for (x, o) in x4.chunks_exact(4 * nb).zip(o4.chunks_exact_mut(4 * ROWS)) {
-        f(x, o);
-    }
-    for (x, o) in x1.chunks_exact(nb).zip(o1.chunks_exact_mut(ROWS)) {
-        f(x, o);
+    let (mut x, mut out) = (x, out);
+    for width in [wide, 4, 1] {
+        let n = n_tok_of(out) / width * width;
+        let (xw, xr) = x.split_at(n * nb);
+        let (ow, or) = out.split_at_mut(n * ROWS);
+        for (x, o) in xw
+            .chunks_exact(width * nb)
+            .zip(ow.chunks_exact_mut(width * ROWS))
+        {
+            f(x, o);
+        }
+        (x, out) = (xr, or);
     }
 }
 
-x86_tiles!(avx2, crate::isa::Avx2Token, "avx2,fma,f16c", dot4_avx2);
+/// Tokens in a tile's output.
+#[inline(always)]
+fn n_tok_of(out: &[f32]) -> usize {
+    out.len() / ROWS
+}
+
+x86_tiles!(avx2, crate::isa::Avx2Token, "avx2,fma,f16c", dot4_avx2, 4);
 x86_tiles!(
     avx512,
     crate::isa::Avx512Token,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    dot4_vnni
+    dot4_vnni,
+    8
 );

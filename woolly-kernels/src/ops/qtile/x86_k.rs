@@ -151,7 +151,7 @@ fn gdot_vnni<const K: usize, const D: usize>(
 /// `$scale` the matching scale extraction, `$features` the target features (a superset
 /// of AVX2 + FMA + F16C), `$token` the proof type.
 macro_rules! x86_k_tiles {
-    ($isa:ident, $token:ty, $features:literal, $gdot:ident, $scale:ident) => {
+    ($isa:ident, $token:ty, $features:literal, $gdot:ident, $scale:ident, $wide:literal) => {
         /// K-quant tile kernels for this ISA (see the module docs).
         pub mod $isa {
             use super::*;
@@ -332,8 +332,9 @@ macro_rules! x86_k_tiles {
                 x: &[BlockQ8K],
                 out: &mut [f32],
             ) {
-                tiles(w.len(), x, out, T, |x, out| {
+                tiles(w.len(), x, out, (T, $wide), |x, out| {
                     match x.len() / w.len().max(1) {
+                        8 => q4k_n::<8>(w, x, out),
                         4 => q4k_n::<4>(w, x, out),
                         _ => q4k_n::<1>(w, x, out),
                     }
@@ -354,8 +355,9 @@ macro_rules! x86_k_tiles {
                 x: &[BlockQ8K],
                 out: &mut [f32],
             ) {
-                tiles(w.len(), x, out, T, |x, out| {
+                tiles(w.len(), x, out, (T, $wide), |x, out| {
                     match x.len() / w.len().max(1) {
+                        8 => q6k_n::<8>(w, x, out),
                         4 => q6k_n::<4>(w, x, out),
                         _ => q6k_n::<1>(w, x, out),
                     }
@@ -370,15 +372,196 @@ x86_k_tiles!(
     crate::isa::Avx2Token,
     "avx2,fma,f16c",
     gdot_avx2,
-    scale_avx2
+    scale_avx2,
+    4
 );
 x86_k_tiles!(
     avx512,
     crate::isa::Avx512Token,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     gdot_vnni,
-    scale_vnni
+    scale_vnni,
+    8
 );
+
+/// The AVX-512 body of the two-group Q4_K tile ([`super::tile2_q4k_q8k`]): groups `a`
+/// and `b` side by side in 512-bit vectors, lanes 0..8 the rows of `a` and 8..16 those
+/// of `b`. Each half is assembled from the eight-row layout with one `vinserti64x4` per
+/// quant vector, reused for every token; then one broadcast of four activation quants
+/// and one `vpdpbusd` serve sixteen rows. The lanes compute what [`avx512`]'s do, in the
+/// same order: bit-identical to the reference.
+pub mod avx512_pair {
+    use super::*;
+
+    /// `lo` in lanes 0..8, `hi` in lanes 8..16.
+    #[target_feature(enable = "avx512f,avx2")]
+    #[inline]
+    fn join(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
+    /// [`join`] for f32 lanes.
+    #[target_feature(enable = "avx512f,avx2")]
+    #[inline]
+    fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+        _mm512_castsi512_ps(join(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
+    }
+
+    /// Activation quants `q[i..i + 4]` broadcast to all sixteen 32-bit lanes.
+    #[target_feature(enable = "avx512f,avx2")]
+    #[inline]
+    fn bcast4_16(q: &[i8; 32], i: usize) -> __m512i {
+        let b = &q[i..i + 4];
+        _mm512_set1_epi32(i32::from_le_bytes([
+            b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
+        ]))
+    }
+
+    /// `acc + sc * sum_k dot4(u[k], q8[4k..4k + 4])` per lane ([`gdot_vnni`] on sixteen
+    /// lanes, with the activations broadcast here).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+    #[inline]
+    fn gdot16(acc: __m512i, u: &[__m512i; 8], xq: &[i8; 32], sc: __m512i) -> __m512i {
+        let z = _mm512_setzero_si512();
+        let (mut a, mut b) = (z, z);
+        for k in (0..8).step_by(2) {
+            a = _mm512_dpbusd_epi32(a, u[k], bcast4_16(xq, 4 * k));
+            b = _mm512_dpbusd_epi32(b, u[k + 1], bcast4_16(xq, 4 * k + 4));
+        }
+        _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_add_epi32(a, b), sc))
+    }
+
+    /// `N` tokens of both groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    fn q4k_pair_n<const N: usize>(
+        wa: &[BlockQ4Kx8],
+        wb: &[BlockQ4Kx8],
+        x: &[BlockQ8K],
+        oa: &mut [f32],
+        ob: &mut [f32],
+    ) {
+        let nb = wa.len();
+        let m4 = _mm512_set1_epi8(0xF);
+        let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
+        let mut sum = [_mm512_setzero_ps(); N];
+        for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
+            prefetch_ahead(ba);
+            prefetch_ahead(bb);
+            let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
+            let mut isum = [_mm512_setzero_si512(); N];
+            for j in 0..4 {
+                let (sa, sb) = (load16(&ba.scales[16 * j..]), load16(&bb.scales[16 * j..]));
+                // Loaded again for the high nibbles (L1 hits), as in the eight-row body.
+                let q = || -> [__m512i; 8] {
+                    std::array::from_fn(|i| {
+                        let c = 32 * (8 * j + i);
+                        join(load32(&ba.qs[c..]), load32(&bb.qs[c..]))
+                    })
+                };
+                let lo = q().map(|v| _mm512_and_si512(v, m4));
+                let sc = join(scale_vnni::<0>(sa), scale_vnni::<0>(sb));
+                for n in 0..N {
+                    isum[n] = gdot16(isum[n], &lo, q32(&xb[n].qs, 64 * j), sc);
+                }
+                let hi = q().map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
+                let sc = join(scale_vnni::<1>(sa), scale_vnni::<1>(sb));
+                for n in 0..N {
+                    isum[n] = gdot16(isum[n], &hi, q32(&xb[n].qs, 64 * j + 32), sc);
+                }
+            }
+            // Mins as i16 pairs per row lane, against the 32-weight activation sums, as
+            // in the eight-row body.
+            let mins: [__m512i; 4] = std::array::from_fn(|j| {
+                join(
+                    _mm256_cvtepu8_epi16(load16(&ba.mins[16 * j..])),
+                    _mm256_cvtepu8_epi16(load16(&bb.mins[16 * j..])),
+                )
+            });
+            let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
+            let dmw = join_ps(f16x8(&ba.dmin), f16x8(&bb.dmin));
+            for n in 0..N {
+                let bs = load32(&xb[n].bsums);
+                let h = _mm512_castsi256_si512(_mm256_hadd_epi16(bs, bs));
+                let pair = |e: i32| _mm512_permutexvar_epi32(_mm512_set1_epi32(e), h);
+                let imin = _mm512_add_epi32(
+                    _mm512_add_epi32(
+                        _mm512_madd_epi16(mins[0], pair(0)),
+                        _mm512_madd_epi16(mins[1], pair(1)),
+                    ),
+                    _mm512_add_epi32(
+                        _mm512_madd_epi16(mins[2], pair(4)),
+                        _mm512_madd_epi16(mins[3], pair(5)),
+                    ),
+                );
+                // combine_q4k, lane by lane: d * isum - dmin * imin.
+                let dx = _mm512_set1_ps(xb[n].d);
+                let d = _mm512_mul_ps(dx, dw);
+                let dmin = _mm512_mul_ps(dx, dmw);
+                let v = _mm512_sub_ps(
+                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[n])),
+                    _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(imin)),
+                );
+                sum[n] = _mm512_add_ps(sum[n], v);
+            }
+        }
+        for (n, s) in sum.into_iter().enumerate() {
+            let halves = _mm512_castps_si512(s);
+            store8(
+                &mut oa[n * ROWS..],
+                _mm256_castsi256_ps(_mm512_castsi512_si256(halves)),
+            );
+            store8(
+                &mut ob[n * ROWS..],
+                _mm256_castsi256_ps(_mm512_extracti64x4_epi64::<1>(halves)),
+            );
+        }
+    }
+
+    /// Two consecutive Q4_K row groups x Q8_K activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q4k_q8k`].
+    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has them (the token argument proves it).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub fn tile2_q4k_q8k(
+        _: crate::isa::Avx512Token,
+        w: &[BlockQ4Kx8],
+        x: &[BlockQ8K],
+        out_a: &mut [f32],
+        out_b: &mut [f32],
+    ) {
+        assert!(w.len().is_multiple_of(2), "two groups of super-blocks");
+        let (wa, wb) = w.split_at(w.len() / 2);
+        assert_eq!(out_a.len(), out_b.len(), "outputs of one shape");
+        // The token split of the eight-row tiles, run over `(out_a, out_b)` zipped.
+        let nb = wa.len();
+        let n_tok = out_a.len() / ROWS;
+        assert_eq!(out_a.len(), n_tok * ROWS, "out holds whole tokens");
+        assert_eq!(x.len(), n_tok * nb, "x holds n_tok rows of nb blocks");
+        if nb == 0 {
+            out_a.fill(0.0);
+            out_b.fill(0.0);
+            return;
+        }
+        let mut t = 0;
+        for width in [8, 4, 1] {
+            while n_tok - t >= width {
+                let x = &x[t * nb..(t + width) * nb];
+                let oa = &mut out_a[t * ROWS..(t + width) * ROWS];
+                let ob = &mut out_b[t * ROWS..(t + width) * ROWS];
+                match width {
+                    8 => q4k_pair_n::<8>(wa, wb, x, oa, ob),
+                    4 => q4k_pair_n::<4>(wa, wb, x, oa, ob),
+                    _ => q4k_pair_n::<1>(wa, wb, x, oa, ob),
+                }
+                t += width;
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -418,12 +601,23 @@ mod tests {
             let (mut want4, mut want6) = ([0.0f32; 32], [0.0f32; 32]);
             r::tile_q4k_q8k(&p4, &x, &mut want4);
             r::tile_q6k_q8k(&p6, &x, &mut want6);
+            // Both groups of `p4` are the same rows: one tile of four tokens each.
+            let mut want_pair = [0.0f32; 32];
+            r::tile_q4k_q8k(&p4[..1], &x[..4], &mut want_pair);
             for isa in Isa::available() {
                 let mut got = [1.0f32; 32];
                 super::super::tile_q4k_q8k::select(isa, &[4]).call(&p4, &x, &mut got);
                 assert_eq!(got, want4, "{isa:?} q4k, q8 = {q}");
                 super::super::tile_q6k_q8k::select(isa, &[4]).call(&p6, &x, &mut got);
                 assert_eq!(got, want6, "{isa:?} q6k, q8 = {q}");
+                let (mut got_a, mut got_b) = ([1.0f32; 32], [1.0f32; 32]);
+                let pair = super::super::tile2_q4k_q8k::select(isa, &[]);
+                pair.call(&p4, &x[..4], &mut got_a, &mut got_b);
+                assert_eq!(
+                    (got_a, got_b),
+                    (want_pair, want_pair),
+                    "{isa:?} q4k pair, q8 = {q}"
+                );
             }
         }
     }
