@@ -35,6 +35,8 @@ pub struct Tiles {
     /// Two Q4_K row groups at once, where that beats two [`Tiles::q4k`] calls (AVX-512:
     /// sixteen rows per 512-bit vector); `None` elsewhere.
     pub q4k_pair: Option<qtile::tile2_q4k_q8k::Selected>,
+    /// Two Q6_K row groups at once, as [`Tiles::q4k_pair`].
+    pub q6k_pair: Option<qtile::tile2_q6k_q8k::Selected>,
 }
 
 impl Tiles {
@@ -48,6 +50,7 @@ impl Tiles {
             q4k: qtile::tile_q4k_q8k::select(isa, &[]),
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
+            q6k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q6k_q8k::select(isa, &[])),
         }
     }
 }

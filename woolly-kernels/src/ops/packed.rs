@@ -155,11 +155,20 @@ impl PackedMatrix {
         out_a: &mut [f32],
         out_b: &mut [f32],
     ) -> bool {
-        match (&self.blocks, x, k.tiles.q4k_pair) {
-            // Below four tokens the pair streams two groups for little reuse: measured
-            // slower than two eight-row tiles on tinyllama's decode.
-            (Packed::Q4K(w), Quantized::Q8K(x), Some(pair)) if t.1 - t.0 >= PAIR_MIN_TOKENS => {
-                let nb = w.len() / self.groups();
+        // Below four tokens the pair streams two groups for little reuse: measured
+        // slower than two eight-row tiles on tinyllama's decode.
+        if t.1 - t.0 < PAIR_MIN_TOKENS {
+            return false;
+        }
+        let groups = self.groups();
+        match (&self.blocks, x, k.tiles.q4k_pair, k.tiles.q6k_pair) {
+            (Packed::Q4K(w), Quantized::Q8K(x), Some(pair), _) => {
+                let nb = w.len() / groups;
+                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+                true
+            }
+            (Packed::Q6K(w), Quantized::Q8K(x), _, Some(pair)) => {
+                let nb = w.len() / groups;
                 pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
                 true
             }

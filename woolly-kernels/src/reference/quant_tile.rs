@@ -59,3 +59,12 @@ pub fn tile2_q4k_q8k(w: &[BlockQ4Kx8], x: &[BlockQ8K], out_a: &mut [f32], out_b:
 pub fn tile_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
     tile::<BlockQ6K, _>(w, x, out, qd::vec_dot_q6k_q8k);
 }
+
+/// Two consecutive row groups of Q6_K (`w` holds group `a`'s `nb` super-blocks, then
+/// group `b`'s) against Q8_K activations: [`tile_q6k_q8k`] of each group.
+/// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)
+pub fn tile2_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out_a: &mut [f32], out_b: &mut [f32]) {
+    let (wa, wb) = w.split_at(w.len() / 2);
+    tile_q6k_q8k(wa, x, out_a);
+    tile_q6k_q8k(wb, x, out_b);
+}

@@ -156,6 +156,32 @@ pub fn tile_q6k_q8k<V: Simd, const T: usize>(
     r::tile_q6k_q8k(w, x, out)
 }
 
+/// [`tile2_q4k_q8k`] for Q6_K: two consecutive row groups, one 512-bit vector of
+/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q6k_pair`]).
+/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::tile2_q6k_q8k,
+    tolerance = exact(),
+    override(avx512 = x86_k::avx512_pair::tile2_q6k_q8k),
+    test(
+        w = { let nb = rng.range(1, 6); rng.q6kx8(2 * nb) },
+        x = { let t = rng.range(1, 20); rng.q8k(t * w.len() / 2) },
+        out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
+        out_b = rng.f32s(out_a.len()),
+    ),
+)]
+pub fn tile2_q6k_q8k<V: Simd>(
+    v: V,
+    w: &[BlockQ6Kx8],
+    x: &[BlockQ8K],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let _ = v;
+    r::tile2_q6k_q8k(w, x, out_a, out_b)
+}
+
 /// Every tile kernel's registry view.
 pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q4_1_q8_1::INFO,
@@ -163,4 +189,5 @@ pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q4k_q8k::INFO,
     &tile_q6k_q8k::INFO,
     &tile2_q4k_q8k::INFO,
+    &tile2_q6k_q8k::INFO,
 ];
