@@ -37,6 +37,8 @@ pub struct Tiles {
     pub q4k_pair: Option<qtile::tile2_q4k_q8k::Selected>,
     /// Two Q6_K row groups at once, as [`Tiles::q4k_pair`].
     pub q6k_pair: Option<qtile::tile2_q6k_q8k::Selected>,
+    /// Two Q4_1 row groups at once, as [`Tiles::q4k_pair`].
+    pub q4_1_pair: Option<qtile::tile2_q4_1_q8_1::Selected>,
 }
 
 impl Tiles {
@@ -51,6 +53,7 @@ impl Tiles {
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
             q6k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q6k_q8k::select(isa, &[])),
+            q4_1_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4_1_q8_1::select(isa, &[])),
         }
     }
 }

@@ -161,19 +161,23 @@ impl PackedMatrix {
             return false;
         }
         let groups = self.groups();
-        match (&self.blocks, x, k.tiles.q4k_pair, k.tiles.q6k_pair) {
-            (Packed::Q4K(w), Quantized::Q8K(x), Some(pair), _) => {
+        let tiles = &k.tiles;
+        match (&self.blocks, x) {
+            (Packed::Q4K(w), Quantized::Q8K(x)) if let Some(pair) = tiles.q4k_pair => {
                 let nb = w.len() / groups;
                 pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
-                true
             }
-            (Packed::Q6K(w), Quantized::Q8K(x), _, Some(pair)) => {
+            (Packed::Q6K(w), Quantized::Q8K(x)) if let Some(pair) = tiles.q6k_pair => {
                 let nb = w.len() / groups;
                 pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
-                true
             }
-            _ => false,
+            (Packed::Q4_1(w), Quantized::Q8_1(x)) if let Some(pair) = tiles.q4_1_pair => {
+                let nb = w.len() / groups;
+                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+            }
+            _ => return false,
         }
+        true
     }
 
     /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`.

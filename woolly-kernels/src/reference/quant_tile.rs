@@ -68,3 +68,12 @@ pub fn tile2_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out_a: &mut [f32], out_b:
     tile_q6k_q8k(wa, x, out_a);
     tile_q6k_q8k(wb, x, out_b);
 }
+
+/// Two consecutive row groups of Q4_1 (`w` holds group `a`'s `nb` blocks, then group
+/// `b`'s) against Q8_1 activations: [`tile_q4_1_q8_1`] of each group.
+/// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)
+pub fn tile2_q4_1_q8_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out_a: &mut [f32], out_b: &mut [f32]) {
+    let (wa, wb) = w.split_at(w.len() / 2);
+    tile_q4_1_q8_1(wa, x, out_a);
+    tile_q4_1_q8_1(wb, x, out_b);
+}

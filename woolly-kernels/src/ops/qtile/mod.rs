@@ -25,6 +25,8 @@ use crate::simd::Simd;
 pub mod x86;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_k;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_pair;
 
 /// Q4_1 rows x Q8_1 activations: `out[t * 8 + r] = dot(row r, token t)`.
 /// shapes: w: (nb,) blocks of 8 rows; x: (T, nb); out: (T, 8)
@@ -112,7 +114,7 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::tile2_q4k_q8k,
     tolerance = exact(),
-    override(avx512 = x86_k::avx512_pair::tile2_q4k_q8k),
+    override(avx512 = x86_pair::tile2_q4k_q8k),
     test(
         w = { let nb = rng.range(1, 6); rng.q4kx8(2 * nb) },
         x = { let t = rng.range(1, 20); rng.q8k(t * w.len() / 2) },
@@ -163,7 +165,7 @@ pub fn tile_q6k_q8k<V: Simd, const T: usize>(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::tile2_q6k_q8k,
     tolerance = exact(),
-    override(avx512 = x86_k::avx512_pair::tile2_q6k_q8k),
+    override(avx512 = x86_pair::tile2_q6k_q8k),
     test(
         w = { let nb = rng.range(1, 6); rng.q6kx8(2 * nb) },
         x = { let t = rng.range(1, 20); rng.q8k(t * w.len() / 2) },
@@ -182,6 +184,32 @@ pub fn tile2_q6k_q8k<V: Simd>(
     r::tile2_q6k_q8k(w, x, out_a, out_b)
 }
 
+/// [`tile2_q4k_q8k`] for Q4_1: two consecutive row groups, one 512-bit vector of
+/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q4_1_pair`]).
+/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::tile2_q4_1_q8_1,
+    tolerance = exact(),
+    override(avx512 = x86_pair::tile2_q4_1_q8_1),
+    test(
+        w = { let nb = rng.range(1, 40); rng.q4_1x8(2 * nb) },
+        x = { let t = rng.range(1, 20); rng.q8_1_act(t * w.len() / 2) },
+        out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
+        out_b = rng.f32s(out_a.len()),
+    ),
+)]
+pub fn tile2_q4_1_q8_1<V: Simd>(
+    v: V,
+    w: &[BlockQ4_1x8],
+    x: &[BlockQ8_1],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let _ = v;
+    r::tile2_q4_1_q8_1(w, x, out_a, out_b)
+}
+
 /// Every tile kernel's registry view.
 pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q4_1_q8_1::INFO,
@@ -190,4 +218,5 @@ pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q6k_q8k::INFO,
     &tile2_q4k_q8k::INFO,
     &tile2_q6k_q8k::INFO,
+    &tile2_q4_1_q8_1::INFO,
 ];

@@ -33,7 +33,7 @@ use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
 /// Loads 16 bytes from the start of `s`.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn load16<T: Copy>(s: &[T]) -> __m128i {
+pub(super) fn load16<T: Copy>(s: &[T]) -> __m128i {
     assert!(size_of_val(s) >= 16);
     // SAFETY: the first 16 bytes of `s` are in bounds (checked); loadu needs no alignment.
     unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
@@ -41,7 +41,7 @@ fn load16<T: Copy>(s: &[T]) -> __m128i {
 
 /// The 32 activation quants `q[i..i + 32]` of a Q8_K block.
 #[inline(always)]
-fn q32(q: &[i8; 256], i: usize) -> &[i8; 32] {
+pub(super) fn q32(q: &[i8; 256], i: usize) -> &[i8; 32] {
     q[i..i + 32].try_into().expect("32 quants")
 }
 
@@ -78,7 +78,7 @@ fn scale_avx2<const P: usize>(v: __m128i) -> __m256i {
 /// [`gdot_vnni`]).
 #[target_feature(enable = "avx2")]
 #[inline]
-fn scale_vnni<const P: usize>(v: __m128i) -> __m256i {
+pub(super) fn scale_vnni<const P: usize>(v: __m128i) -> __m256i {
     let p = P as i8;
     let idx = _mm_setr_epi8(
         p,
@@ -234,7 +234,7 @@ macro_rules! x86_k_tiles {
             /// with `qh` bits `2Q..2Q+2` on top.
             #[target_feature(enable = $features)]
             #[inline]
-            pub(super) fn q6k_quants<const Q: usize>(
+            pub(in crate::ops::qtile) fn q6k_quants<const Q: usize>(
                 wb: &BlockQ6Kx8,
                 h: usize,
                 i0: usize,
@@ -387,310 +387,6 @@ x86_k_tiles!(
     scale_vnni,
     8
 );
-
-/// The AVX-512 bodies of the two-group tiles ([`super::tile2_q4k_q8k`],
-/// [`super::tile2_q6k_q8k`]): groups `a`
-/// and `b` side by side in 512-bit vectors, lanes 0..8 the rows of `a` and 8..16 those
-/// of `b`. Each half is assembled from the eight-row layout with one `vinserti64x4` per
-/// quant vector, reused for every token; then one broadcast of four activation quants
-/// and one `vpdpbusd` serve sixteen rows. The lanes compute what [`avx512`]'s do, in the
-/// same order: bit-identical to the reference.
-pub mod avx512_pair {
-    use super::*;
-
-    /// `lo` in lanes 0..8, `hi` in lanes 8..16.
-    #[target_feature(enable = "avx512f,avx2")]
-    #[inline]
-    fn join(lo: __m256i, hi: __m256i) -> __m512i {
-        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
-    }
-
-    /// [`join`] for f32 lanes.
-    #[target_feature(enable = "avx512f,avx2")]
-    #[inline]
-    fn join_ps(lo: __m256, hi: __m256) -> __m512 {
-        _mm512_castsi512_ps(join(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
-    }
-
-    /// Activation quants `q[i..i + 4]` broadcast to all sixteen 32-bit lanes.
-    #[target_feature(enable = "avx512f,avx2")]
-    #[inline]
-    fn bcast4_16(q: &[i8; 32], i: usize) -> __m512i {
-        let b = &q[i..i + 4];
-        _mm512_set1_epi32(i32::from_le_bytes([
-            b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
-        ]))
-    }
-
-    /// `acc + sc * sum_k dot4(u[k], xq[i0 + 4k..i0 + 4k + 4])` per lane ([`gdot_vnni`]
-    /// on sixteen lanes, with the activations broadcast here).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-    #[inline]
-    fn gdot16<const K: usize>(
-        acc: __m512i,
-        u: &[__m512i; K],
-        xq: &[i8; 32],
-        i0: usize,
-        sc: __m512i,
-    ) -> __m512i {
-        let z = _mm512_setzero_si512();
-        let (mut a, mut b) = (z, z);
-        for k in (0..K).step_by(2) {
-            a = _mm512_dpbusd_epi32(a, u[k], bcast4_16(xq, i0 + 4 * k));
-            b = _mm512_dpbusd_epi32(b, u[k + 1], bcast4_16(xq, i0 + 4 * k + 4));
-        }
-        _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_add_epi32(a, b), sc))
-    }
-
-    /// `N` tokens of both groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    fn q4k_pair_n<const N: usize>(
-        wa: &[BlockQ4Kx8],
-        wb: &[BlockQ4Kx8],
-        x: &[BlockQ8K],
-        oa: &mut [f32],
-        ob: &mut [f32],
-    ) {
-        let nb = wa.len();
-        let m4 = _mm512_set1_epi8(0xF);
-        let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
-        let mut sum = [_mm512_setzero_ps(); N];
-        for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
-            prefetch_ahead(ba);
-            prefetch_ahead(bb);
-            let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
-            let mut isum = [_mm512_setzero_si512(); N];
-            for j in 0..4 {
-                let (sa, sb) = (load16(&ba.scales[16 * j..]), load16(&bb.scales[16 * j..]));
-                // Loaded again for the high nibbles (L1 hits), as in the eight-row body.
-                let q = || -> [__m512i; 8] {
-                    std::array::from_fn(|i| {
-                        let c = 32 * (8 * j + i);
-                        join(load32(&ba.qs[c..]), load32(&bb.qs[c..]))
-                    })
-                };
-                let lo = q().map(|v| _mm512_and_si512(v, m4));
-                let sc = join(scale_vnni::<0>(sa), scale_vnni::<0>(sb));
-                for n in 0..N {
-                    isum[n] = gdot16(isum[n], &lo, q32(&xb[n].qs, 64 * j), 0, sc);
-                }
-                let hi = q().map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
-                let sc = join(scale_vnni::<1>(sa), scale_vnni::<1>(sb));
-                for n in 0..N {
-                    isum[n] = gdot16(isum[n], &hi, q32(&xb[n].qs, 64 * j + 32), 0, sc);
-                }
-            }
-            // Mins as i16 pairs per row lane, against the 32-weight activation sums, as
-            // in the eight-row body.
-            let mins: [__m512i; 4] = std::array::from_fn(|j| {
-                join(
-                    _mm256_cvtepu8_epi16(load16(&ba.mins[16 * j..])),
-                    _mm256_cvtepu8_epi16(load16(&bb.mins[16 * j..])),
-                )
-            });
-            let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
-            let dmw = join_ps(f16x8(&ba.dmin), f16x8(&bb.dmin));
-            for n in 0..N {
-                let bs = load32(&xb[n].bsums);
-                let h = _mm512_castsi256_si512(_mm256_hadd_epi16(bs, bs));
-                let pair = |e: i32| _mm512_permutexvar_epi32(_mm512_set1_epi32(e), h);
-                let imin = _mm512_add_epi32(
-                    _mm512_add_epi32(
-                        _mm512_madd_epi16(mins[0], pair(0)),
-                        _mm512_madd_epi16(mins[1], pair(1)),
-                    ),
-                    _mm512_add_epi32(
-                        _mm512_madd_epi16(mins[2], pair(4)),
-                        _mm512_madd_epi16(mins[3], pair(5)),
-                    ),
-                );
-                // combine_q4k, lane by lane: d * isum - dmin * imin.
-                let dx = _mm512_set1_ps(xb[n].d);
-                let d = _mm512_mul_ps(dx, dw);
-                let dmin = _mm512_mul_ps(dx, dmw);
-                let v = _mm512_sub_ps(
-                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[n])),
-                    _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(imin)),
-                );
-                sum[n] = _mm512_add_ps(sum[n], v);
-            }
-        }
-        store_halves(&sum, oa, ob);
-    }
-
-    /// `N` tokens of both Q6_K groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    #[inline]
-    fn q6k_pair_n<const N: usize>(
-        wa: &[BlockQ6Kx8],
-        wb: &[BlockQ6Kx8],
-        x: &[BlockQ8K],
-        oa: &mut [f32],
-        ob: &mut [f32],
-    ) {
-        let nb = wa.len();
-        let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
-        let mut sum = [_mm512_setzero_ps(); N];
-        for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
-            prefetch_ahead(ba);
-            prefetch_ahead(bb);
-            let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
-            let mut isum = [_mm512_setzero_si512(); N];
-            // One 16-weight group g of both row groups at a time.
-            let mut group = |g: usize, ua: [__m256i; 4], ub: [__m256i; 4], sc: __m512i| {
-                let u: [__m512i; 4] = std::array::from_fn(|i| join(ua[i], ub[i]));
-                for n in 0..N {
-                    let xq = q32(&xb[n].qs, 32 * (g / 2));
-                    isum[n] = gdot16(isum[n], &u, xq, 16 * (g % 2), sc);
-                }
-            };
-            // Weights 128h + 32q..+32 are groups 2j, 2j+1 with j = 4h + q.
-            for h in 0..2 {
-                macro_rules! quarter {
-                    ($q:literal) => {{
-                        let j = 4 * h + $q;
-                        let sa = load16(&ba.scales[16 * j..]);
-                        let sb = load16(&bb.scales[16 * j..]);
-                        let sc0 = join(scale_vnni::<0>(sa), scale_vnni::<0>(sb));
-                        let sc1 = join(scale_vnni::<1>(sa), scale_vnni::<1>(sb));
-                        let (qa, qb) = (
-                            avx512::q6k_quants::<$q>(ba, h, 0),
-                            avx512::q6k_quants::<$q>(bb, h, 0),
-                        );
-                        group(2 * j, qa, qb, sc0);
-                        let (qa, qb) = (
-                            avx512::q6k_quants::<$q>(ba, h, 4),
-                            avx512::q6k_quants::<$q>(bb, h, 4),
-                        );
-                        group(2 * j + 1, qa, qb, sc1);
-                    }};
-                }
-                quarter!(0);
-                quarter!(1);
-                quarter!(2);
-                quarter!(3);
-            }
-            // The -32 offset, as in the eight-row body: 32 * sum_g sc[g] * bsums[g].
-            let scs: [__m512i; 8] = std::array::from_fn(|j| {
-                join(
-                    _mm256_cvtepi8_epi16(load16(&ba.scales[16 * j..])),
-                    _mm256_cvtepi8_epi16(load16(&bb.scales[16 * j..])),
-                )
-            });
-            let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
-            for n in 0..N {
-                let bs = _mm512_castsi256_si512(load32(&xb[n].bsums));
-                let mut off = _mm512_setzero_si512();
-                for (j, sc) in scs.iter().enumerate() {
-                    let pair = _mm512_permutexvar_epi32(_mm512_set1_epi32(j as i32), bs);
-                    off = _mm512_add_epi32(off, _mm512_madd_epi16(*sc, pair));
-                }
-                let isum = _mm512_sub_epi32(isum[n], _mm512_slli_epi32::<5>(off));
-                // combine_q6k: (x.d * w.d) * isum.
-                let d = _mm512_mul_ps(_mm512_set1_ps(xb[n].d), dw);
-                sum[n] = _mm512_add_ps(sum[n], _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
-            }
-        }
-        store_halves(&sum, oa, ob);
-    }
-
-    /// Stores lanes 0..8 of each token's vector to `oa`, lanes 8..16 to `ob`.
-    #[target_feature(enable = "avx512f,avx2")]
-    #[inline]
-    fn store_halves<const N: usize>(sum: &[__m512; N], oa: &mut [f32], ob: &mut [f32]) {
-        for (n, s) in sum.iter().enumerate() {
-            let halves = _mm512_castps_si512(*s);
-            let lo = _mm512_castsi512_si256(halves);
-            let hi = _mm512_extracti64x4_epi64::<1>(halves);
-            store8(&mut oa[n * ROWS..], _mm256_castsi256_ps(lo));
-            store8(&mut ob[n * ROWS..], _mm256_castsi256_ps(hi));
-        }
-    }
-
-    /// Runs `f(x, out_a, out_b)` over the tokens of a two-group call in tiles of 8, 4
-    /// and 1 tokens, after checking the shapes (`nb` super-blocks per group).
-    #[inline(always)]
-    fn pair_tiles<X>(
-        nb: usize,
-        x: &[X],
-        out_a: &mut [f32],
-        out_b: &mut [f32],
-        mut f: impl FnMut(&[X], &mut [f32], &mut [f32]),
-    ) {
-        assert_eq!(out_a.len(), out_b.len(), "outputs of one shape");
-        let n_tok = out_a.len() / ROWS;
-        assert_eq!(out_a.len(), n_tok * ROWS, "out holds whole tokens");
-        assert_eq!(x.len(), n_tok * nb, "x holds n_tok rows of nb blocks");
-        if nb == 0 {
-            out_a.fill(0.0);
-            out_b.fill(0.0);
-            return;
-        }
-        let mut t = 0;
-        for width in [8, 4, 1] {
-            while n_tok - t >= width {
-                let x = &x[t * nb..(t + width) * nb];
-                let oa = &mut out_a[t * ROWS..(t + width) * ROWS];
-                let ob = &mut out_b[t * ROWS..(t + width) * ROWS];
-                f(x, oa, ob);
-                t += width;
-            }
-        }
-    }
-
-    /// Two consecutive Q6_K row groups x Q8_K activations, bit-identical to
-    /// [`crate::reference::quant_tile::tile2_q6k_q8k`].
-    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-    ///
-    /// # Safety
-    /// Safe to call from code compiled with the same features; elsewhere the caller
-    /// must know the CPU has them (the token argument proves it).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub fn tile2_q6k_q8k(
-        _: crate::isa::Avx512Token,
-        w: &[BlockQ6Kx8],
-        x: &[BlockQ8K],
-        out_a: &mut [f32],
-        out_b: &mut [f32],
-    ) {
-        assert!(w.len().is_multiple_of(2), "two groups of super-blocks");
-        let (wa, wb) = w.split_at(w.len() / 2);
-        pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
-            match x.len() / wa.len() {
-                8 => q6k_pair_n::<8>(wa, wb, x, oa, ob),
-                4 => q6k_pair_n::<4>(wa, wb, x, oa, ob),
-                _ => q6k_pair_n::<1>(wa, wb, x, oa, ob),
-            }
-        });
-    }
-
-    /// Two consecutive Q4_K row groups x Q8_K activations, bit-identical to
-    /// [`crate::reference::quant_tile::tile2_q4k_q8k`].
-    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-    ///
-    /// # Safety
-    /// Safe to call from code compiled with the same features; elsewhere the caller
-    /// must know the CPU has them (the token argument proves it).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-    pub fn tile2_q4k_q8k(
-        _: crate::isa::Avx512Token,
-        w: &[BlockQ4Kx8],
-        x: &[BlockQ8K],
-        out_a: &mut [f32],
-        out_b: &mut [f32],
-    ) {
-        assert!(w.len().is_multiple_of(2), "two groups of super-blocks");
-        let (wa, wb) = w.split_at(w.len() / 2);
-        pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
-            match x.len() / wa.len() {
-                8 => q4k_pair_n::<8>(wa, wb, x, oa, ob),
-                4 => q4k_pair_n::<4>(wa, wb, x, oa, ob),
-                _ => q4k_pair_n::<1>(wa, wb, x, oa, ob),
-            }
-        });
-    }
-}
 
 #[cfg(test)]
 mod tests {
