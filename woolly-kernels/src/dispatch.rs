@@ -39,6 +39,8 @@ pub struct Tiles {
     pub q6k_pair: Option<qtile::tile2_q6k_q8k::Selected>,
     /// Two Q4_1 row groups at once, as [`Tiles::q4k_pair`].
     pub q4_1_pair: Option<qtile::tile2_q4_1_q8_1::Selected>,
+    /// Two Q8_0 row groups at once, as [`Tiles::q4k_pair`].
+    pub q8_0_pair: Option<qtile::tile2_q8_0_q8_0::Selected>,
 }
 
 impl Tiles {
@@ -54,6 +56,7 @@ impl Tiles {
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
             q6k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q6k_q8k::select(isa, &[])),
             q4_1_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4_1_q8_1::select(isa, &[])),
+            q8_0_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q8_0_q8_0::select(isa, &[])),
         }
     }
 }

@@ -175,6 +175,10 @@ impl PackedMatrix {
                 let nb = w.len() / groups;
                 pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
             }
+            (Packed::Q8_0(w), Quantized::Q8_0(x)) if let Some(pair) = tiles.q8_0_pair => {
+                let nb = w.len() / groups;
+                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+            }
             _ => return false,
         }
         true

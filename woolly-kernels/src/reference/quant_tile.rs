@@ -77,3 +77,12 @@ pub fn tile2_q4_1_q8_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out_a: &mut [f32], ou
     tile_q4_1_q8_1(wa, x, out_a);
     tile_q4_1_q8_1(wb, x, out_b);
 }
+
+/// Two consecutive row groups of Q8_0 (`w` holds group `a`'s `nb` blocks, then group
+/// `b`'s) against Q8_0 activations: [`tile_q8_0_q8_0`] of each group.
+/// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)
+pub fn tile2_q8_0_q8_0(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out_a: &mut [f32], out_b: &mut [f32]) {
+    let (wa, wb) = w.split_at(w.len() / 2);
+    tile_q8_0_q8_0(wa, x, out_a);
+    tile_q8_0_q8_0(wb, x, out_b);
+}

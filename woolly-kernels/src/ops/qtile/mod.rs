@@ -210,6 +210,32 @@ pub fn tile2_q4_1_q8_1<V: Simd>(
     r::tile2_q4_1_q8_1(w, x, out_a, out_b)
 }
 
+/// [`tile2_q4k_q8k`] for Q8_0: two consecutive row groups, one 512-bit vector of
+/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q8_0_pair`]).
+/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::tile2_q8_0_q8_0,
+    tolerance = exact(),
+    override(avx512 = x86_pair::tile2_q8_0_q8_0),
+    test(
+        w = { let nb = rng.range(1, 40); rng.q8_0x8(2 * nb) },
+        x = { let t = rng.range(1, 20); rng.q8_0_act(t * w.len() / 2) },
+        out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
+        out_b = rng.f32s(out_a.len()),
+    ),
+)]
+pub fn tile2_q8_0_q8_0<V: Simd>(
+    v: V,
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let _ = v;
+    r::tile2_q8_0_q8_0(w, x, out_a, out_b)
+}
+
 /// Every tile kernel's registry view.
 pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q4_1_q8_1::INFO,
@@ -219,4 +245,5 @@ pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile2_q4k_q8k::INFO,
     &tile2_q6k_q8k::INFO,
     &tile2_q4_1_q8_1::INFO,
+    &tile2_q8_0_q8_0::INFO,
 ];

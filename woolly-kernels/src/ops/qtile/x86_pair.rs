@@ -1,5 +1,5 @@
 //! AVX-512 bodies of the two-group tiles ([`super::tile2_q4k_q8k`],
-//! [`super::tile2_q6k_q8k`], [`super::tile2_q4_1_q8_1`]):
+//! [`super::tile2_q6k_q8k`], [`super::tile2_q4_1_q8_1`], [`super::tile2_q8_0_q8_0`]):
 //! two eight-row groups `a` and `b` side by side in 512-bit vectors, lanes 0..8 the rows
 //! of `a` and 8..16 those of `b`. Each half is assembled from the eight-row layout with
 //! one `vinserti64x4` per quant vector, reused for every token of the tile; then one
@@ -12,9 +12,9 @@ use std::arch::x86_64::*;
 
 use super::x86::{f16x8, load32, prefetch_ahead, store8};
 use super::x86_k::{avx512, load16, q32, scale_vnni};
-use crate::quant::interleaved::{BlockQ4_1x8, ROWS};
+use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
-use crate::quant::{BlockQ8_1, BlockQ8K};
+use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 
 /// `lo` in lanes 0..8, `hi` in lanes 8..16.
 #[target_feature(enable = "avx512f,avx2")]
@@ -379,4 +379,113 @@ pub fn tile2_q4_1_q8_1(
             _ => q4_1_pair_n::<1>(wa, wb, x, oa, ob),
         }
     });
+}
+
+/// `N` tokens of both Q8_0 groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
+///
+/// AVX-512 has no byte `sign`, so instead of the eight-row bodies' `|w| * sign(x, w)` the
+/// activations are made unsigned: `sum (x + 128) w = sum x w + 128 sum w`, with
+/// `x + 128 = x ^ 0x80` in 0..=255 for every i8 and `sum w` taken once per block by a
+/// `vpdpbusd` against ones. All integers are exact (four products of at most 255 * 128
+/// per step), so `isum` is the reference's for any bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn q8_0_pair_n<const N: usize>(
+    wa: &[BlockQ8_0x8],
+    wb: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    oa: &mut [f32],
+    ob: &mut [f32],
+) {
+    let nb = wa.len();
+    let ones = _mm512_set1_epi8(1);
+    let bias = _mm512_set1_epi8(-128);
+    let xs: [&[BlockQ8_0]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
+    let mut sum = [_mm512_setzero_ps(); N];
+    for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
+        prefetch_ahead(ba);
+        prefetch_ahead(bb);
+        // Chunk k: weights 4k..4k+4 of each row.
+        let q: [__m512i; 8] =
+            std::array::from_fn(|k| join(load32(&ba.qs[32 * k..]), load32(&bb.qs[32 * k..])));
+        let z = _mm512_setzero_si512();
+        let wsum = q
+            .iter()
+            .fold(z, |acc, &v| _mm512_dpbusd_epi32(acc, ones, v));
+        let offset = _mm512_slli_epi32::<7>(wsum);
+        let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
+        for n in 0..N {
+            let xb = &xs[n][b];
+            let xu = |k: usize| _mm512_xor_si512(bcast4_16(&xb.qs, 4 * k), bias);
+            let mut a = _mm512_dpbusd_epi32(z, xu(0), q[0]);
+            let mut c = _mm512_dpbusd_epi32(z, xu(1), q[1]);
+            for k in (2..8).step_by(2) {
+                a = _mm512_dpbusd_epi32(a, xu(k), q[k]);
+                c = _mm512_dpbusd_epi32(c, xu(k + 1), q[k + 1]);
+            }
+            let isum = _mm512_sub_epi32(_mm512_add_epi32(a, c), offset);
+            // The reference's combine: (dw * dx) * isum.
+            let dx = _mm512_set1_ps(xb.d.to_f32());
+            let v = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
+            sum[n] = _mm512_add_ps(sum[n], v);
+        }
+    }
+    store_halves(&sum, oa, ob);
+}
+
+/// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
+/// [`crate::reference::quant_tile::tile2_q8_0_q8_0`].
+/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has them (the token argument proves it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn tile2_q8_0_q8_0(
+    _: crate::isa::Avx512Token,
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    assert!(w.len().is_multiple_of(2), "two groups of blocks");
+    let (wa, wb) = w.split_at(w.len() / 2);
+    pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
+        match x.len() / wa.len() {
+            8 => q8_0_pair_n::<8>(wa, wb, x, oa, ob),
+            4 => q8_0_pair_n::<4>(wa, wb, x, oa, ob),
+            _ => q8_0_pair_n::<1>(wa, wb, x, oa, ob),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::isa::Isa;
+    use crate::quant::interleaved::pack_rows;
+    use crate::quant::{Block, BlockQ8_0};
+    use crate::reference::quant_tile as r;
+
+    /// Bytes the quantizers never write still give the reference's integers: weights and
+    /// activations of -128 and 127 (the unsigned-activation scheme's extremes).
+    #[test]
+    fn q8_0_pair_is_exact_at_the_byte_extremes() {
+        for (wq, xq) in [(-128i8, -128i8), (-128, 127), (127, -128), (127, 127)] {
+            let mut w = BlockQ8_0::ZERO;
+            w.d = half::f16::from_f32(0.5);
+            w.qs = [wq; 32];
+            let mut x = BlockQ8_0::ZERO;
+            x.d = half::f16::from_f32(0.25);
+            x.qs = [xq; 32];
+            let p = pack_rows(&[w; 16], 8);
+            let xs = vec![x; 5];
+            let (mut want_a, mut want_b) = ([0.0f32; 40], [0.0f32; 40]);
+            r::tile2_q8_0_q8_0(&p, &xs, &mut want_a, &mut want_b);
+            for isa in Isa::available() {
+                let (mut a, mut b) = ([1.0f32; 40], [1.0f32; 40]);
+                super::super::tile2_q8_0_q8_0::select(isa, &[]).call(&p, &xs, &mut a, &mut b);
+                assert_eq!((a, b), (want_a, want_b), "{isa:?}, w = {wq}, x = {xq}");
+            }
+        }
+    }
 }
