@@ -14,6 +14,7 @@
 //! - [`ops`]: the kernels (`#[kernel]` bodies, hand-written ISA leaves, matvec).
 //! - [`dispatch`]: [`Kernels`], every op selected once for an ISA and model dims.
 //! - [`reference`](mod@reference): the scalar oracles, written for clarity.
+//! - [`huge_pages`]: 2 MiB-aligned storage for the packed weights.
 //! - [`team`]: the spinning threads that run the parallel steps of a forward pass.
 //! - [`testing`]: the shared test runner (skips, `WOOLLY_REQUIRE_ISA`, tolerances).
 
@@ -21,6 +22,7 @@
 extern crate self as woolly_kernels;
 
 pub mod dispatch;
+pub mod huge_pages;
 pub mod isa;
 pub mod ops;
 pub mod quant;

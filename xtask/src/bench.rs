@@ -25,12 +25,13 @@ pub struct BenchOptions {
 
 /// Best-of-5 read bandwidth over a 1 GiB buffer, in GB/s, using `threads` threads. The
 /// buffer asks for huge pages, as the packed weights do
-/// (`woolly_kernels::quant::interleaved::advise_huge_pages`): with 4 KiB pages the
+/// (`woolly_kernels::huge_pages`): with 4 KiB pages the
 /// prefetchers stop at every page and the test read slower than the engine streams.
 pub fn dram_read_gbps(threads: usize) -> f64 {
     let words = (1usize << 30) / 8;
     let mut buf: Vec<u64> = Vec::with_capacity(words);
-    woolly_kernels::quant::interleaved::advise_huge_pages(buf.spare_capacity_mut());
+    let spare = buf.spare_capacity_mut();
+    woolly_kernels::huge_pages::advise_huge_pages(spare.as_mut_ptr().cast(), size_of_val(spare));
     buf.extend(0..words as u64);
     let chunk = words.div_ceil(threads);
     let mut best = 0f64;

@@ -9,22 +9,23 @@
 
 use crate::GgmlType;
 use crate::dispatch::Kernels;
+use crate::huge_pages::HugePageBlocks;
 use crate::isa::Isa;
 use crate::ops::matvec::{
     MatmulScratch, MatvecError, check_len, check_weights, for_row_chunks, quantize_rows,
     rows_per_task, weight_blocks,
 };
-use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, pack_rows};
+use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, packed_blocks};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
 use crate::quant::{Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
 
 /// The interleaved blocks of one matrix.
 #[derive(Debug)]
 enum Packed {
-    Q4_1(Vec<BlockQ4_1x8>),
-    Q8_0(Vec<BlockQ8_0x8>),
-    Q4K(Vec<BlockQ4Kx8>),
-    Q6K(Vec<BlockQ6Kx8>),
+    Q4_1(HugePageBlocks<BlockQ4_1x8>),
+    Q8_0(HugePageBlocks<BlockQ8_0x8>),
+    Q4K(HugePageBlocks<BlockQ4Kx8>),
+    Q6K(HugePageBlocks<BlockQ6Kx8>),
 }
 
 /// A weight matrix of `rows` x `cols` in interleaved blocks, rows in groups of eight.
@@ -47,8 +48,10 @@ const TOKENS_PER_PASS: usize = 64;
 /// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs.
 const PAIR_MIN_TOKENS: usize = 4;
 
-fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> Vec<B::X8> {
-    pack_rows(&weight_blocks::<B>(w), rows)
+/// Packs `w` into storage on huge pages ([`crate::huge_pages`]).
+fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> HugePageBlocks<B::X8> {
+    let blocks = weight_blocks::<B>(w);
+    HugePageBlocks::collect(blocks.len() / ROWS, packed_blocks(&blocks, rows))
 }
 
 impl PackedMatrix {
@@ -109,10 +112,10 @@ impl PackedMatrix {
     /// Bytes held by the packed blocks.
     pub fn bytes(&self) -> usize {
         match &self.blocks {
-            Packed::Q4_1(b) => size_of_val(b.as_slice()),
-            Packed::Q8_0(b) => size_of_val(b.as_slice()),
-            Packed::Q4K(b) => size_of_val(b.as_slice()),
-            Packed::Q6K(b) => size_of_val(b.as_slice()),
+            Packed::Q4_1(b) => size_of_val(&**b),
+            Packed::Q8_0(b) => size_of_val(&**b),
+            Packed::Q4K(b) => size_of_val(&**b),
+            Packed::Q6K(b) => size_of_val(&**b),
         }
     }
 }

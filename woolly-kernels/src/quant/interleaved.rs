@@ -129,39 +129,23 @@ impl Interleave for BlockQ8_0 {
 /// # Panics
 /// When `w.len() != rows * nb` or `rows` is not a multiple of [`ROWS`].
 pub fn pack_rows<B: Interleave>(w: &[B], rows: usize) -> Vec<B::X8> {
-    assert!(rows.is_multiple_of(ROWS) && w.len().is_multiple_of(rows.max(1)));
-    let nb = w.len() / rows.max(1);
-    let mut out = Vec::with_capacity(w.len() / ROWS);
-    advise_huge_pages(out.spare_capacity_mut());
-    for group in w.chunks_exact(ROWS * nb) {
-        for b in 0..nb {
-            let blocks: [B; ROWS] = std::array::from_fn(|r| group[r * nb + b]);
-            out.push(B::pack(&blocks));
-        }
-    }
-    out
+    packed_blocks(w, rows).collect()
 }
 
-/// Asks the kernel to back the 2 MiB-aligned interior of `buf` with huge pages
-/// (`MADV_HUGEPAGE`; transparent huge pages are in `madvise` mode on common distributions),
-/// before anything is written there. Packed weights are streamed once per token: with 4
-/// KiB pages the hardware prefetchers stop at every page boundary and each page costs a
-/// TLB miss. A hint: errors are ignored, and it does nothing off Linux.
-pub fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = buf.as_mut_ptr() as usize;
-        let end = start + size_of_val(buf);
-        let (lo, hi) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if lo < hi {
-            // SAFETY: [lo, hi) lies inside `buf`, memory this process owns; MADV_HUGEPAGE
-            // only changes how the kernel backs it, never its contents or validity.
-            let _ = unsafe { libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
+/// The interleaved blocks of [`pack_rows`], in order, as an iterator of exactly
+/// `w.len() / 8` items (for storage other than a `Vec`).
+///
+/// # Panics
+/// As [`pack_rows`].
+pub fn packed_blocks<B: Interleave>(w: &[B], rows: usize) -> impl Iterator<Item = B::X8> + '_ {
+    assert!(rows.is_multiple_of(ROWS) && w.len().is_multiple_of(rows.max(1)));
+    let nb = w.len() / rows.max(1);
+    w.chunks_exact((ROWS * nb).max(1)).flat_map(move |group| {
+        (0..nb).map(move |b| {
+            let blocks: [B; ROWS] = std::array::from_fn(|r| group[r * nb + b]);
+            B::pack(&blocks)
+        })
+    })
 }
 
 #[cfg(test)]
