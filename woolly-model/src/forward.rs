@@ -134,7 +134,14 @@ impl Scratch {
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let d = w.len();
     for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let ss = if crate::ggml_exact::on() {
+            // As ggml_compute_forward_rms_norm_f32: f32 squares summed in f64, the mean
+            // rounded to f32.
+            let sum: f64 = xr.iter().fold(0.0, |acc, v| acc + f64::from(v * v));
+            (sum / d as f64) as f32
+        } else {
+            xr.iter().map(|v| v * v).sum::<f32>() / d as f32
+        };
         let scale = 1.0 / (ss + eps).sqrt();
         for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
             *o = xv * scale * wv;
@@ -172,8 +179,14 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
             let (a, b) = (head[2 * i], head[2 * i + 1]);
-            head[2 * i] = a * c - b * s;
-            head[2 * i + 1] = a * s + b * c;
+            if crate::ggml_exact::on() {
+                // GCC contracts ggml's rope to FMAs.
+                head[2 * i] = a.mul_add(c, -(b * s));
+                head[2 * i + 1] = a.mul_add(s, b * c);
+            } else {
+                head[2 * i] = a * c - b * s;
+                head[2 * i + 1] = a * s + b * c;
+            }
         }
     }
 }
@@ -221,6 +234,18 @@ impl AttentionTask<'_> {
         let scores = &mut scores[..self.group * n_pos];
         let (nkv, hd) = (self.n_kv_head, self.head_dim);
         match self.kv.view(self.layer, tok.seq, n_pos) {
+            KvView::F16 { k, v } if crate::ggml_exact::on() => crate::ggml_exact::attend_f16(
+                q,
+                k,
+                v,
+                nkv,
+                kv_head,
+                hd,
+                woolly_kernels::ops::attention::K_BLOCK,
+                scores,
+                out,
+                self.batch.len() == 1,
+            ),
             KvView::F16 { k, v } => self
                 .kernels
                 .attention_f16
@@ -291,6 +316,19 @@ fn attention(
     task.run_all(q, out, &mut scores[..want], scores_len);
 }
 
+/// Moves the hidden-state rows (of `d`) of the tokens that want logits to the front of
+/// `x`, in batch order; returns how many there are.
+fn compact_logit_rows(batch: &[BatchToken], x: &mut [f32], d: usize) -> usize {
+    let mut k = 0;
+    for (i, t) in batch.iter().enumerate() {
+        if t.logits {
+            x.copy_within(i * d..(i + 1) * d, k * d);
+            k += 1;
+        }
+    }
+    k
+}
+
 fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
@@ -303,6 +341,11 @@ const SWIGLU_MIN_PARALLEL: usize = 4096;
 /// (each element's result is the same whatever the split).
 fn swiglu(gate: &mut [f32], up: &[f32]) {
     const CHUNK: usize = 1024;
+    let silu = if crate::ggml_exact::on() {
+        crate::ggml_exact::silu
+    } else {
+        silu
+    };
     let apply = |g: &mut [f32], u: &[f32]| {
         for (g, u) in g.iter_mut().zip(u) {
             *g = silu(*g) * u;
@@ -464,10 +507,19 @@ pub fn forward(
             *x += o;
         }
 
+        // The last layer's feed-forward runs on the rows that want logits only, moved to
+        // the front (as llama.cpp does): nothing else reads the other rows, and a row's
+        // result does not depend on the others.
+        let compact = l + 1 == w.layers.len();
+        let nf = if compact {
+            compact_logit_rows(batch, &mut s.x, d).max(1)
+        } else {
+            n
+        };
         // Feed-forward block: SwiGLU.
         rmsnorm(
-            &mut s.xb[..n * d],
-            &s.x[..n * d],
+            &mut s.xb[..nf * d],
+            &s.x[..nf * d],
             &norms.ffn[l],
             cfg.rms_eps,
         );
@@ -475,22 +527,22 @@ pub fn forward(
         matmul_many(
             model.kernels(),
             [(&lw.w_gate, data(&lw.w_gate)), (&lw.w_up, data(&lw.w_up))],
-            &s.xb[..n * d],
-            n,
-            &mut [&mut s.gate[..n * ff], &mut s.up[..n * ff]],
+            &s.xb[..nf * d],
+            nf,
+            &mut [&mut s.gate[..nf * ff], &mut s.up[..nf * ff]],
             &mut s.lin,
         );
-        swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
+        swiglu(&mut s.gate[..nf * ff], &s.up[..nf * ff]);
         matmul(
             model.kernels(),
             &lw.w_down,
             data(&lw.w_down),
-            &s.gate[..n * ff],
-            n,
-            &mut s.xb2[..n * d],
+            &s.gate[..nf * ff],
+            nf,
+            &mut s.xb2[..nf * d],
             &mut s.lin,
         );
-        for (x, o) in s.x[..n * d].iter_mut().zip(&s.xb2[..n * d]) {
+        for (x, o) in s.x[..nf * d].iter_mut().zip(&s.xb2[..nf * d]) {
             *x += o;
         }
     }
@@ -501,13 +553,12 @@ pub fn forward(
     // Logits, only for the tokens that asked: (m, n_vocab).
     let m = batch.iter().filter(|t| t.logits).count();
     s.hidden.resize(m * d, 0.0);
-    let wanted = batch
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.logits)
-        .map(|(i, _)| i);
-    for (h, i) in s.hidden.chunks_exact_mut(d).zip(wanted) {
-        rmsnorm(h, &s.x[i * d..(i + 1) * d], &norms.output, cfg.rms_eps);
+    if w.layers.is_empty() {
+        compact_logit_rows(batch, &mut s.x, d);
+    }
+    // The rows that want logits are the first `m` of `x` (compacted in the last layer).
+    for (k, h) in s.hidden.chunks_exact_mut(d).enumerate().take(m) {
+        rmsnorm(h, &s.x[k * d..(k + 1) * d], &norms.output, cfg.rms_eps);
     }
     s.logits.resize(m * cfg.n_vocab, 0.0);
     if m > 0 {

@@ -53,6 +53,7 @@ pub mod config;
 pub mod fetch;
 pub mod forward;
 pub mod generate;
+pub mod ggml_exact;
 pub mod gguf;
 pub mod kv_cache;
 mod linear;

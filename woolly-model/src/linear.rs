@@ -77,7 +77,11 @@ impl Activations {
                 let Activations::Q8_0(v) = self else {
                     unreachable!()
                 };
-                quantize_into(v, x, n_blocks, quantize_row_q8_0);
+                if crate::ggml_exact::on() {
+                    quantize_into(v, x, n_blocks, crate::ggml_exact::quantize_row_q8_0);
+                } else {
+                    quantize_into(v, x, n_blocks, quantize_row_q8_0);
+                }
             }
             GgmlType::Q8_1 => {
                 if !matches!(self, Activations::Q8_1(_)) {
@@ -86,7 +90,11 @@ impl Activations {
                 let Activations::Q8_1(v) = self else {
                     unreachable!()
                 };
-                quantize_into(v, x, n_blocks, quantize_row_q8_1);
+                if crate::ggml_exact::on() {
+                    quantize_into(v, x, n_blocks, crate::ggml_exact::quantize_row_q8_1);
+                } else {
+                    quantize_into(v, x, n_blocks, quantize_row_q8_1);
+                }
             }
             GgmlType::Q8K => {
                 if !matches!(self, Activations::Q8K(_)) {
@@ -138,6 +146,7 @@ fn row_dot(
     w: &[u8],
     act: &Activations,
     t: usize,
+    n_tok: usize,
     n_in: usize,
     row: &mut [f32],
 ) -> f32 {
@@ -148,6 +157,27 @@ fn row_dot(
         &v[t * per_row..(t + 1) * per_row]
     }
     let nb = n_in / ty.block_len().max(1);
+    if crate::ggml_exact::on() {
+        match (ty, act) {
+            (GgmlType::Q8_0, Activations::Q8_0(a)) => {
+                return crate::ggml_exact::vec_dot_q8_0_q8_0(blk(w), rows(a, t, nb));
+            }
+            (GgmlType::Q4_1, Activations::Q8_1(a)) => {
+                return crate::ggml_exact::vec_dot_q4_1_q8_1(blk(w), rows(a, t, nb));
+            }
+            (GgmlType::Q4K, Activations::Q8K(a)) => {
+                let gemm = t < n_tok - n_tok % 4;
+                return crate::ggml_exact::vec_dot_q4k_q8k(blk(w), rows(a, t, nb), gemm);
+            }
+            (GgmlType::Q6K, Activations::Q8K(a)) => {
+                if n_tok >= crate::ggml_exact::TILED_MIN {
+                    return crate::ggml_exact::vec_dot_q6k_q8k_tiled(blk(w), rows(a, t, nb));
+                }
+                return crate::ggml_exact::vec_dot_q6k_q8k(blk(w), rows(a, t, nb));
+            }
+            _ => {}
+        }
+    }
     match (ty, act) {
         (GgmlType::Q4K, Activations::Q8K(a)) => qd::vec_dot_q4k_q8k(blk(w), rows(a, t, nb)),
         (GgmlType::Q6K, Activations::Q8K(a)) => qd::vec_dot_q6k_q8k(blk(w), rows(a, t, nb)),
@@ -199,6 +229,10 @@ pub(crate) fn matmul(
 ) {
     debug_assert_eq!(x.len(), n_tok * w.n_in);
     debug_assert_eq!(y.len(), n_tok * w.n_out);
+    if crate::ggml_exact::on() && crate::ggml_exact::covers(w.ty) {
+        reference_matmul(w, data, x, n_tok, y, ls);
+        return;
+    }
     if let Some(packed) = &w.packed {
         kernels
             .matmul_packed_with(&mut ls.kernel, packed, x, n_tok, y)
@@ -227,6 +261,7 @@ pub(crate) fn matmul_many<const N: usize>(
 ) {
     let act = |w: &Weight| w.packed.as_ref().map(|p| p.activation_type());
     if N > 0
+        && !(crate::ggml_exact::on() && ws.iter().any(|(w, _)| crate::ggml_exact::covers(w.ty)))
         && ws
             .iter()
             .all(|(w, _)| act(w).is_some() && act(w) == act(ws[0].0))
@@ -265,7 +300,7 @@ fn reference_matmul(
                 let r = task * ROWS_PER_TASK + i;
                 let src = &data[r * row_bytes..(r + 1) * row_bytes];
                 for (t, o) in out_row.iter_mut().enumerate() {
-                    *o = row_dot(w.ty, src, act, t, n_in, row);
+                    *o = row_dot(w.ty, src, act, t, n_tok, n_in, row);
                 }
             }
         })
