@@ -31,9 +31,11 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins for the next step before it parks: longer than the
-/// gaps between the steps of a forward pass (norms, RoPE, sampling: microseconds), short
-/// enough that an idle engine gives its cores back at once.
-pub const SPIN: Duration = Duration::from_micros(1000);
+/// gaps between the steps of one forward pass (norms, RoPE: microseconds), shorter than
+/// the work between passes in a server (sampling, streaming, the clients themselves),
+/// which needs the cores more. Measured with `serve_bench.py` on 2 cores: 1 ms of
+/// spinning gave 8 streams 500-700 tokens/s, 100 us 700-790.
+pub const SPIN: Duration = Duration::from_micros(100);
 
 thread_local! {
     /// Whether this thread is running a team's task (or is a team worker), so that a
