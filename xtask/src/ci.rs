@@ -44,6 +44,16 @@ fn count_before(text: &str, word: &str) -> u64 {
 }
 
 /// Runs `cargo ARGS`, streaming and scanning its output.
+/// The cargo arguments of a conformance-only run (llama.cpp agreement, printed).
+const CONFORMANCE: &[&str] = &[
+    "test",
+    "--workspace",
+    "--test",
+    "conformance",
+    "--",
+    "--nocapture",
+];
+
 fn step(tally: &mut Tally, name: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
     eprintln!("\n=== xtask ci: {name}: cargo {}", args.join(" "));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -100,14 +110,7 @@ pub fn run() -> anyhow::Result<()> {
     step(
         &mut tally,
         "conformance on scalar kernels",
-        &[
-            "test",
-            "--workspace",
-            "--test",
-            "conformance",
-            "--",
-            "--nocapture",
-        ],
+        CONFORMANCE,
         &[("WOOLLY_ISA", "scalar")],
     )?;
 
@@ -116,14 +119,7 @@ pub fn run() -> anyhow::Result<()> {
     step(
         &mut tally,
         "conformance in ggml-exact mode",
-        &[
-            "test",
-            "--workspace",
-            "--test",
-            "conformance",
-            "--",
-            "--nocapture",
-        ],
+        CONFORMANCE,
         &[("WOOLLY_GGML_EXACT", "1")],
     )?;
 

@@ -48,6 +48,19 @@ const TOKENS_PER_PASS: usize = 64;
 /// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs.
 const PAIR_MIN_TOKENS: usize = 4;
 
+/// The blocks of `count` consecutive row groups from group `first` of a matrix of
+/// `groups` groups, and the activation rows of tokens `t.0..t.1`.
+fn parts<'a, W, X>(
+    w: &'a [W],
+    groups: usize,
+    (first, count): (usize, usize),
+    x: &'a [X],
+    t: (usize, usize),
+) -> (&'a [W], &'a [X]) {
+    let nb = w.len() / groups;
+    (&w[first * nb..][..count * nb], &x[t.0 * nb..t.1 * nb])
+}
+
 /// Packs `w` into storage on huge pages ([`crate::huge_pages`]).
 fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> HugePageBlocks<B::X8> {
     let blocks = weight_blocks::<B>(w);
@@ -167,20 +180,20 @@ impl PackedMatrix {
         let tiles = &k.tiles;
         match (&self.blocks, x) {
             (Packed::Q4K(w), Quantized::Q8K(x)) if let Some(pair) = tiles.q4k_pair => {
-                let nb = w.len() / groups;
-                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+                let (w, x) = parts(w, groups, (g, 2), x, t);
+                pair.call(w, x, out_a, out_b);
             }
             (Packed::Q6K(w), Quantized::Q8K(x)) if let Some(pair) = tiles.q6k_pair => {
-                let nb = w.len() / groups;
-                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+                let (w, x) = parts(w, groups, (g, 2), x, t);
+                pair.call(w, x, out_a, out_b);
             }
             (Packed::Q4_1(w), Quantized::Q8_1(x)) if let Some(pair) = tiles.q4_1_pair => {
-                let nb = w.len() / groups;
-                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+                let (w, x) = parts(w, groups, (g, 2), x, t);
+                pair.call(w, x, out_a, out_b);
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x)) if let Some(pair) = tiles.q8_0_pair => {
-                let nb = w.len() / groups;
-                pair.call(&w[g * nb..][..2 * nb], &x[t.0 * nb..t.1 * nb], out_a, out_b);
+                let (w, x) = parts(w, groups, (g, 2), x, t);
+                pair.call(w, x, out_a, out_b);
             }
             _ => return false,
         }
@@ -189,33 +202,22 @@ impl PackedMatrix {
 
     /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`.
     fn tile(&self, k: &Kernels, g: usize, x: Quantized<'_>, t: (usize, usize), out: &mut [f32]) {
-        /// The group's blocks and the tokens' activation rows.
-        fn parts<'a, W, X>(
-            w: &'a [W],
-            groups: usize,
-            g: usize,
-            x: &'a [X],
-            t: (usize, usize),
-        ) -> (&'a [W], &'a [X]) {
-            let nb = w.len() / groups;
-            (&w[g * nb..][..nb], &x[t.0 * nb..t.1 * nb])
-        }
         let (groups, tiles) = (self.groups(), &k.tiles);
         match (&self.blocks, x) {
             (Packed::Q4_1(w), Quantized::Q8_1(x)) => {
-                let (w, x) = parts(w, groups, g, x, t);
+                let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q4_1.call(w, x, out);
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x)) => {
-                let (w, x) = parts(w, groups, g, x, t);
+                let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q8_0.call(w, x, out);
             }
             (Packed::Q4K(w), Quantized::Q8K(x)) => {
-                let (w, x) = parts(w, groups, g, x, t);
+                let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q4k.call(w, x, out);
             }
             (Packed::Q6K(w), Quantized::Q8K(x)) => {
-                let (w, x) = parts(w, groups, g, x, t);
+                let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q6k.call(w, x, out);
             }
             _ => unreachable!("activations are quantized for the weights' type"),

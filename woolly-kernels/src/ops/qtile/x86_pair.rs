@@ -16,6 +16,35 @@ use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
 use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8K};
 
+/// Stamps the public entry of a two-group tile: the token argument, the split of `w`
+/// into the two groups and the token split of [`pair_tiles`] around `$body`, the
+/// `N`-token body.
+macro_rules! pair_entry {
+    ($(#[$doc:meta])* $name:ident, $w:ty, $x:ty, $body:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has them (the token argument proves it).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub fn $name(
+            _: crate::isa::Avx512Token,
+            w: &[$w],
+            x: &[$x],
+            out_a: &mut [f32],
+            out_b: &mut [f32],
+        ) {
+            assert!(w.len().is_multiple_of(2), "two groups of blocks");
+            let (wa, wb) = w.split_at(w.len() / 2);
+            pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| match x.len() / wa.len() {
+                8 => $body::<8>(wa, wb, x, oa, ob),
+                4 => $body::<4>(wa, wb, x, oa, ob),
+                _ => $body::<1>(wa, wb, x, oa, ob),
+            });
+        }
+    };
+}
+
 /// `lo` in lanes 0..8, `hi` in lanes 8..16.
 #[target_feature(enable = "avx512f,avx2")]
 #[inline]
@@ -257,57 +286,25 @@ fn pair_tiles<X>(
     }
 }
 
-/// Two consecutive Q6_K row groups x Q8_K activations, bit-identical to
-/// [`crate::reference::quant_tile::tile2_q6k_q8k`].
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has them (the token argument proves it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn tile2_q6k_q8k(
-    _: crate::isa::Avx512Token,
-    w: &[BlockQ6Kx8],
-    x: &[BlockQ8K],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    assert!(w.len().is_multiple_of(2), "two groups of super-blocks");
-    let (wa, wb) = w.split_at(w.len() / 2);
-    pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
-        match x.len() / wa.len() {
-            8 => q6k_pair_n::<8>(wa, wb, x, oa, ob),
-            4 => q6k_pair_n::<4>(wa, wb, x, oa, ob),
-            _ => q6k_pair_n::<1>(wa, wb, x, oa, ob),
-        }
-    });
-}
+pair_entry!(
+    /// Two consecutive Q6_K row groups x Q8_K activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q6k_q8k`].
+    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+    tile2_q6k_q8k,
+    BlockQ6Kx8,
+    BlockQ8K,
+    q6k_pair_n
+);
 
-/// Two consecutive Q4_K row groups x Q8_K activations, bit-identical to
-/// [`crate::reference::quant_tile::tile2_q4k_q8k`].
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has them (the token argument proves it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn tile2_q4k_q8k(
-    _: crate::isa::Avx512Token,
-    w: &[BlockQ4Kx8],
-    x: &[BlockQ8K],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    assert!(w.len().is_multiple_of(2), "two groups of super-blocks");
-    let (wa, wb) = w.split_at(w.len() / 2);
-    pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
-        match x.len() / wa.len() {
-            8 => q4k_pair_n::<8>(wa, wb, x, oa, ob),
-            4 => q4k_pair_n::<4>(wa, wb, x, oa, ob),
-            _ => q4k_pair_n::<1>(wa, wb, x, oa, ob),
-        }
-    });
-}
+pair_entry!(
+    /// Two consecutive Q4_K row groups x Q8_K activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q4k_q8k`].
+    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+    tile2_q4k_q8k,
+    BlockQ4Kx8,
+    BlockQ8K,
+    q4k_pair_n
+);
 
 /// `N` tokens of both Q4_1 groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -355,31 +352,15 @@ fn q4_1_pair_n<const N: usize>(
     store_halves(&sum, oa, ob);
 }
 
-/// Two consecutive Q4_1 row groups x Q8_1 activations, bit-identical to
-/// [`crate::reference::quant_tile::tile2_q4_1_q8_1`].
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has them (the token argument proves it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn tile2_q4_1_q8_1(
-    _: crate::isa::Avx512Token,
-    w: &[BlockQ4_1x8],
-    x: &[BlockQ8_1],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    assert!(w.len().is_multiple_of(2), "two groups of blocks");
-    let (wa, wb) = w.split_at(w.len() / 2);
-    pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
-        match x.len() / wa.len() {
-            8 => q4_1_pair_n::<8>(wa, wb, x, oa, ob),
-            4 => q4_1_pair_n::<4>(wa, wb, x, oa, ob),
-            _ => q4_1_pair_n::<1>(wa, wb, x, oa, ob),
-        }
-    });
-}
+pair_entry!(
+    /// Two consecutive Q4_1 row groups x Q8_1 activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q4_1_q8_1`].
+    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+    tile2_q4_1_q8_1,
+    BlockQ4_1x8,
+    BlockQ8_1,
+    q4_1_pair_n
+);
 
 /// `N` tokens of both Q8_0 groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
 ///
@@ -433,31 +414,15 @@ fn q8_0_pair_n<const N: usize>(
     store_halves(&sum, oa, ob);
 }
 
-/// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
-/// [`crate::reference::quant_tile::tile2_q8_0_q8_0`].
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has them (the token argument proves it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn tile2_q8_0_q8_0(
-    _: crate::isa::Avx512Token,
-    w: &[BlockQ8_0x8],
-    x: &[BlockQ8_0],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    assert!(w.len().is_multiple_of(2), "two groups of blocks");
-    let (wa, wb) = w.split_at(w.len() / 2);
-    pair_tiles(wa.len(), x, out_a, out_b, |x, oa, ob| {
-        match x.len() / wa.len() {
-            8 => q8_0_pair_n::<8>(wa, wb, x, oa, ob),
-            4 => q8_0_pair_n::<4>(wa, wb, x, oa, ob),
-            _ => q8_0_pair_n::<1>(wa, wb, x, oa, ob),
-        }
-    });
-}
+pair_entry!(
+    /// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q8_0_q8_0`].
+    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+    tile2_q8_0_q8_0,
+    BlockQ8_0x8,
+    BlockQ8_0,
+    q8_0_pair_n
+);
 
 #[cfg(test)]
 mod tests {
