@@ -175,136 +175,147 @@ pub(crate) fn q6k_half(ql: &[u8], qh: &[u8]) -> [int8x16_t; 8] {
     q
 }
 
-/// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q4k_q8k(_: NeonToken, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        let (sc, mins) = scales_mins_k4(&w.scales);
-        let imin = q4k_imin(&mins, x);
-        let mut acc = vdupq_n_s32(0);
-        for j in 0..4 {
-            let (lo, hi) = q4k_chunk(&w.qs[32 * j..]);
-            acc = vmlaq_n_s32(acc, dot32(lo, &x.qs[64 * j..]), i32::from(sc[2 * j]));
-            acc = vmlaq_n_s32(
-                acc,
-                dot32(hi, &x.qs[64 * j + 32..]),
-                i32::from(sc[2 * j + 1]),
-            );
-        }
-        sum += r::combine_q4k(w, x, vaddvq_s32(acc), imin);
-    }
-    sum
-}
-
-/// Q6_K . Q8_K, bit-identical to [`r::vec_dot_q6k_q8k`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q6k_q8k(_: NeonToken, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        let mut acc = vdupq_n_s32(0);
-        for half in 0..2 {
-            let q = q6k_half(&w.ql[64 * half..], &w.qh[32 * half..]);
-            for (k, q) in q.into_iter().enumerate() {
-                let g = 8 * half + k;
-                let dot = dot16(vdupq_n_s32(0), q, load_i8(&x.qs[16 * g..]));
-                acc = vmlaq_n_s32(acc, dot, i32::from(w.scales[g]));
+/// Stamps the seven quantized dot products for one ISA: `$token` proves `$features`,
+/// `$dot16` is the 16-byte multiply-accumulate (`acc, a, b`) and `$dot32` the 32-byte dot
+/// product of two weight vectors with activation quants (`q, q8`). The plain NEON and the
+/// dotprod bodies differ only in those two.
+macro_rules! qdot_bodies {
+    ($token:ty, $features:literal, $dot16:ident, $dot32:ident) => {
+        /// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q4k_q8k(_: $token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (w, x) in w.iter().zip(x) {
+                let (sc, mins) = scales_mins_k4(&w.scales);
+                let imin = q4k_imin(&mins, x);
+                let mut acc = vdupq_n_s32(0);
+                for j in 0..4 {
+                    let (lo, hi) = q4k_chunk(&w.qs[32 * j..]);
+                    acc = vmlaq_n_s32(acc, $dot32(lo, &x.qs[64 * j..]), i32::from(sc[2 * j]));
+                    acc = vmlaq_n_s32(
+                        acc,
+                        $dot32(hi, &x.qs[64 * j + 32..]),
+                        i32::from(sc[2 * j + 1]),
+                    );
+                }
+                sum += r::combine_q4k(w, x, vaddvq_s32(acc), imin);
             }
+            sum
         }
-        sum += r::combine_q6k(w, x, vaddvq_s32(acc));
-    }
-    sum
-}
 
-/// Q8_0 . Q8_0, bit-identical to [`r::vec_dot_q8_0_q8_0`] for any bytes.
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q8_0_q8_0(_: NeonToken, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        let isum = vaddvq_s32(dot32(q8_0_quants(&wb.qs), &xb.qs));
-        sum += r::combine_q8_0(wb.d, xb, isum);
-    }
-    sum
-}
+        /// Q6_K . Q8_K, bit-identical to [`r::vec_dot_q6k_q8k`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q6k_q8k(_: $token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (w, x) in w.iter().zip(x) {
+                let mut acc = vdupq_n_s32(0);
+                for half in 0..2 {
+                    let q = q6k_half(&w.ql[64 * half..], &w.qh[32 * half..]);
+                    for (k, q) in q.into_iter().enumerate() {
+                        let g = 8 * half + k;
+                        let dot = $dot16(vdupq_n_s32(0), q, load_i8(&x.qs[16 * g..]));
+                        acc = vmlaq_n_s32(acc, dot, i32::from(w.scales[g]));
+                    }
+                }
+                sum += r::combine_q6k(w, x, vaddvq_s32(acc));
+            }
+            sum
+        }
 
-/// Q4_0 . Q8_0, bit-identical to [`r::vec_dot_q4_0_q8_0`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q4_0_q8_0(_: NeonToken, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, None, 8), &xb.qs));
-        sum += r::combine_q8_0(wb.d, xb, isum);
-    }
-    sum
-}
+        /// Q8_0 . Q8_0, bit-identical to [`r::vec_dot_q8_0_q8_0`] for any bytes.
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q8_0_q8_0(_: $token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (wb, xb) in w.iter().zip(x) {
+                let isum = vaddvq_s32($dot32(q8_0_quants(&wb.qs), &xb.qs));
+                sum += r::combine_q8_0(wb.d, xb, isum);
+            }
+            sum
+        }
 
-/// Q5_0 . Q8_0, bit-identical to [`r::vec_dot_q5_0_q8_0`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q5_0_q8_0(_: NeonToken, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, Some(&wb.qh), 16), &xb.qs));
-        sum += r::combine_q8_0(wb.d, xb, isum);
-    }
-    sum
-}
+        /// Q4_0 . Q8_0, bit-identical to [`r::vec_dot_q4_0_q8_0`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q4_0_q8_0(_: $token, w: &[BlockQ4_0], x: &[BlockQ8_0]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (wb, xb) in w.iter().zip(x) {
+                let isum = vaddvq_s32($dot32(legacy_quants(&wb.qs, None, 8), &xb.qs));
+                sum += r::combine_q8_0(wb.d, xb, isum);
+            }
+            sum
+        }
 
-/// Q4_1 . Q8_1, bit-identical to [`r::vec_dot_q4_1_q8_1`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q4_1_q8_1(_: NeonToken, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, None, 0), &xb.qs));
-        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
-    }
-    sum
-}
+        /// Q5_0 . Q8_0, bit-identical to [`r::vec_dot_q5_0_q8_0`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q5_0_q8_0(_: $token, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (wb, xb) in w.iter().zip(x) {
+                let isum = vaddvq_s32($dot32(legacy_quants(&wb.qs, Some(&wb.qh), 16), &xb.qs));
+                sum += r::combine_q8_0(wb.d, xb, isum);
+            }
+            sum
+        }
 
-/// Q5_1 . Q8_1, bit-identical to [`r::vec_dot_q5_1_q8_1`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has NEON (the token argument proves it).
-#[target_feature(enable = "neon")]
-pub fn vec_dot_q5_1_q8_1(_: NeonToken, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (wb, xb) in w.iter().zip(x) {
-        let isum = vaddvq_s32(dot32(legacy_quants(&wb.qs, Some(&wb.qh), 0), &xb.qs));
-        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
-    }
-    sum
+        /// Q4_1 . Q8_1, bit-identical to [`r::vec_dot_q4_1_q8_1`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q4_1_q8_1(_: $token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (wb, xb) in w.iter().zip(x) {
+                let isum = vaddvq_s32($dot32(legacy_quants(&wb.qs, None, 0), &xb.qs));
+                sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+            }
+            sum
+        }
+
+        /// Q5_1 . Q8_1, bit-identical to [`r::vec_dot_q5_1_q8_1`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q5_1_q8_1(_: $token, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
+            assert_eq!(w.len(), x.len());
+            let mut sum = 0.0f32;
+            for (wb, xb) in w.iter().zip(x) {
+                let isum = vaddvq_s32($dot32(legacy_quants(&wb.qs, Some(&wb.qh), 0), &xb.qs));
+                sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+            }
+            sum
+        }
+    };
 }
+pub(crate) use qdot_bodies;
+
+qdot_bodies!(NeonToken, "neon", dot16, dot32);
 
 #[cfg(test)]
 mod tests {
