@@ -22,6 +22,8 @@ const COLS: usize = 4096;
 
 /// A tile kernel: shapes w: (nb,); x: (T, nb); out: (T, 8).
 type TileFn<'a, W, X> = Box<dyn Fn(&[W], &[X], &mut [f32]) + 'a>;
+/// A two-group tile: shapes w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8).
+type PairFn<'a, W, X> = Box<dyn Fn(&[W], &[X], &mut [f32], &mut [f32]) + 'a>;
 /// A per-row dot: shapes w, x: (nb,).
 type DotFn<'a, B, X> = Box<dyn Fn(&[B], &[X]) -> f32 + 'a>;
 
@@ -42,13 +44,15 @@ fn isas() -> Vec<Isa> {
 }
 
 /// Benches one format: `w` is a `ROWS_N x nb` matrix of blocks, `x` four tokens of `nb`
-/// activation blocks; `tile(isa, t)` and `dot(isa)` give the kernels.
+/// activation blocks; `tile(isa, t)`, `pair(isa)` (the two-group tile, where dispatch
+/// has one) and `dot(isa)` give the kernels.
 fn bench_format<'k, B: Interleave + Block, X: Copy>(
     c: &mut Criterion,
     name: &str,
     w: Vec<B>,
     x: Vec<X>,
     tile: impl Fn(Isa, usize) -> TileFn<'k, B::X8, X>,
+    pair: impl Fn(Isa) -> Option<PairFn<'k, B::X8, X>>,
     dot: impl Fn(Isa) -> DotFn<'k, B, X>,
 ) {
     let nb = COLS / B::BLOCK_LEN;
@@ -100,6 +104,20 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
                     }
                 })
             });
+            if let Some(f) = pair(isa) {
+                // Two groups (sixteen rows) a call; dispatch uses it from four tokens on.
+                let mut i = 0;
+                g.bench_function(format!("{}/tile2", isa.as_str()), |b| {
+                    b.iter(|| {
+                        i = (i + 1) % packed.len();
+                        let groups = packed[i].chunks_exact(2 * nb);
+                        for (wg, out) in groups.zip(y.chunks_exact_mut(2 * t * ROWS)) {
+                            let (oa, ob) = out.split_at_mut(t * ROWS);
+                            f(black_box(wg), xt, oa, ob);
+                        }
+                    })
+                });
+            }
             let d = dot(isa);
             let mut i = 0;
             g.bench_function(format!("{}/row_dot", isa.as_str()), |b| {
@@ -134,6 +152,10 @@ fn qtiles(c: &mut Criterion) {
             Box::new(move |w, x, o| k.call(w, x, o))
         },
         |isa| {
+            let k = Kernels::select(isa).tiles.q4k_pair?;
+            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+        },
+        |isa| {
             let k = Kernels::select(isa).vec_dot_q4k_q8k;
             Box::new(move |w, x| k.call(w, x))
         },
@@ -146,6 +168,10 @@ fn qtiles(c: &mut Criterion) {
         |isa, t| {
             let k = qtile::tile_q6k_q8k::select(isa, &[t]);
             Box::new(move |w, x, o| k.call(w, x, o))
+        },
+        |isa| {
+            let k = Kernels::select(isa).tiles.q6k_pair?;
+            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
         },
         |isa| {
             let k = Kernels::select(isa).vec_dot_q6k_q8k;
@@ -163,6 +189,10 @@ fn qtiles(c: &mut Criterion) {
             Box::new(move |w, x, o| k.call(w, x, o))
         },
         |isa| {
+            let k = Kernels::select(isa).tiles.q4_1_pair?;
+            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+        },
+        |isa| {
             let k = Kernels::select(isa).vec_dot_q4_1_q8_1;
             Box::new(move |w, x| k.call(w, x))
         },
@@ -176,6 +206,10 @@ fn qtiles(c: &mut Criterion) {
         |isa, t| {
             let k = qtile::tile_q8_0_q8_0::select(isa, &[t]);
             Box::new(move |w, x, o| k.call(w, x, o))
+        },
+        |isa| {
+            let k = Kernels::select(isa).tiles.q8_0_pair?;
+            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
         },
         |isa| {
             let k = Kernels::select(isa).vec_dot_q8_0_q8_0;
