@@ -105,7 +105,7 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
                 })
             });
             if let Some(f) = pair(isa) {
-                // Two groups (sixteen rows) a call; dispatch uses it from four tokens on.
+                // Two groups (sixteen rows) a call; dispatch uses it from eight tokens on.
                 let mut i = 0;
                 g.bench_function(format!("{}/tile2", isa.as_str()), |b| {
                     b.iter(|| {

@@ -45,8 +45,11 @@ pub const TILE_ROWS: usize = ROWS;
 /// L2 while the task's row groups stream past.
 const TOKENS_PER_PASS: usize = 64;
 
-/// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs.
-const PAIR_MIN_TOKENS: usize = 4;
+/// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs:
+/// below eight the pair was measured slower than two eight-row tiles (tinyllama's
+/// decode, 46 against 79 t/s at one token; `bench -p 4`, 116 against 194 t/s), and no
+/// faster on SmolLM2 (`-p 4`: 1146 against 1138).
+const PAIR_MIN_TOKENS: usize = 8;
 
 /// The blocks of `count` consecutive row groups from group `first` of a matrix of
 /// `groups` groups, and the activation rows of tokens `t.0..t.1`.
@@ -171,8 +174,6 @@ impl PackedMatrix {
         out_a: &mut [f32],
         out_b: &mut [f32],
     ) -> bool {
-        // Below four tokens the pair streams two groups for little reuse: measured
-        // slower than two eight-row tiles on tinyllama's decode.
         if t.1 - t.0 < PAIR_MIN_TOKENS {
             return false;
         }
