@@ -176,10 +176,11 @@ fn rope_table(
 
 /// Rotates adjacent pairs of the first `rope_dim` dims of each head of `x (n_heads, head_dim)`.
 fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let ggml_exact = crate::ggml_exact::on();
     for head in x.chunks_exact_mut(head_dim) {
         for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
             let (a, b) = (head[2 * i], head[2 * i + 1]);
-            if crate::ggml_exact::on() {
+            if ggml_exact {
                 // GCC contracts ggml's rope to FMAs.
                 head[2 * i] = a.mul_add(c, -(b * s));
                 head[2 * i + 1] = a.mul_add(s, b * c);
@@ -191,8 +192,8 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// Attention scores buffers for a team of `threads`: one per worker (the team hands
-/// tasks out one at a time, so a thread that finishes early takes the next).
+/// Attention scores buffers for a team of `threads`: one per worker, which runs one
+/// task at a time.
 fn attention_workers(threads: usize) -> usize {
     threads.max(1)
 }
