@@ -235,20 +235,13 @@ pub fn vec_dot_q4k_q8k(
     x: &[woolly_kernels::quant::BlockQ8K],
     gemm: bool,
 ) -> f32 {
-    use woolly_kernels::quant::get_scale_min_k4;
     let (mut acc, mut accmin) = (0f32, 0f32);
     for (w, x) in w.iter().zip(x) {
         let (mut isum, mut imin) = (0i32, 0i32);
         for g in 0..8 {
-            let (sc, m) = get_scale_min_k4(g, &w.scales);
-            let bytes = &w.qs[32 * (g / 2)..][..32];
-            let mut dot = 0i32;
-            for (l, &b) in bytes.iter().enumerate() {
-                let q = if g % 2 == 0 { b & 0xF } else { b >> 4 };
-                dot += i32::from(q) * i32::from(x.qs[32 * g + l]);
-            }
-            isum += i32::from(sc) * dot;
-            imin += i32::from(m) * i32::from(x.bsums[2 * g] + x.bsums[2 * g + 1]);
+            let (gsum, gmin) = woolly_kernels::reference::quant_dot::q4k_group_sums(w, x, g);
+            isum += gsum;
+            imin += gmin;
             if gemm && g % 2 == 1 {
                 acc = (isum as f32).mul_add(w.d.to_f32() * x.d, acc);
                 accmin = (imin as f32).mul_add(w.dmin.to_f32() * x.d, accmin);

@@ -26,6 +26,24 @@ pub fn combine_q4k(w: &BlockQ4K, x: &BlockQ8K, isum: i32, imin: i32) -> f32 {
     d * isum as f32 - dmin * imin as f32
 }
 
+/// The exact integer sums of group `g` (32 weights) of a Q4_K x Q8_K block:
+/// `(sc[g] * sum_i q[i] q8[i], m[g] * sum_i q8[i])`.
+#[inline(always)]
+pub fn q4k_group_sums(w: &BlockQ4K, x: &BlockQ8K, g: usize) -> (i32, i32) {
+    let (sc, m) = get_scale_min_k4(g, &w.scales);
+    // Group g: chunk g / 2 of 32 bytes, low nibbles for even g, high for odd.
+    let bytes = &w.qs[32 * (g / 2)..][..32];
+    let mut dot = 0i32;
+    for (l, &b) in bytes.iter().enumerate() {
+        let q = if g.is_multiple_of(2) { b & 0xF } else { b >> 4 };
+        dot += i32::from(q) * i32::from(x.qs[32 * g + l]);
+    }
+    (
+        i32::from(sc) * dot,
+        i32::from(m) * i32::from(x.bsums[2 * g] + x.bsums[2 * g + 1]),
+    )
+}
+
 /// Q4_K weights . Q8_K activations.            shapes: w, x: (n_blocks,) of 256 weights
 ///
 /// Weight `i` of group `g` (32 weights) is `d * sc[g] * q[i] - dmin * m[g]`, so
@@ -36,16 +54,9 @@ pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     for (w, x) in w.iter().zip(x) {
         let (mut isum, mut imin) = (0i32, 0i32);
         for g in 0..QK_K / 32 {
-            let (sc, m) = get_scale_min_k4(g, &w.scales);
-            // Group g: chunk g / 2 of 32 bytes, low nibbles for even g, high for odd.
-            let bytes = &w.qs[32 * (g / 2)..][..32];
-            let mut dot = 0i32;
-            for (l, &b) in bytes.iter().enumerate() {
-                let q = if g % 2 == 0 { b & 0xF } else { b >> 4 };
-                dot += i32::from(q) * i32::from(x.qs[32 * g + l]);
-            }
-            isum += i32::from(sc) * dot;
-            imin += i32::from(m) * i32::from(x.bsums[2 * g] + x.bsums[2 * g + 1]);
+            let (gsum, gmin) = q4k_group_sums(w, x, g);
+            isum += gsum;
+            imin += gmin;
         }
         sum += combine_q4k(w, x, isum, imin);
     }
