@@ -145,6 +145,66 @@ fn by_logit_desc(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
 }
 
+/// The `k` best tokens of `logits` (finite, more than `k`) by [`by_logit_desc`], sorted
+/// so, into `out` (emptied first): the set `select_nth_unstable_by` finds over every
+/// token, found in one pass that rejects, with one comparison, each token worse than the
+/// `k`-th best seen so far, and that selects among the survivors whenever they reach
+/// `TOP_K_BATCH` times `k`.
+fn top_k_of(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
+    const TOP_K_BATCH: usize = 4;
+    debug_assert!(k > 0 && k < logits.len());
+    let cap = (TOP_K_BATCH * k).max(k + 64);
+    out.clear();
+    // The k-th best so far, once `k` were kept: a token not better than it can never
+    // be among the final `k`.
+    let mut kth: Option<Candidate> = None;
+    for (i, &logit) in logits.iter().enumerate() {
+        let c = Candidate {
+            id: i as u32,
+            logit,
+        };
+        if let Some(t) = kth {
+            // `<` on finite floats implies the total order's `<` (the quick test);
+            // ties, and -0.0 against 0.0, take the exact comparison.
+            if logit < t.logit || by_logit_desc(&c, &t) != std::cmp::Ordering::Less {
+                continue;
+            }
+        }
+        out.push(c);
+        if out.len() == cap {
+            out.select_nth_unstable_by(k - 1, by_logit_desc);
+            out.truncate(k);
+            kth = Some(out[k - 1]);
+        }
+    }
+    if out.len() > k {
+        out.select_nth_unstable_by(k - 1, by_logit_desc);
+        out.truncate(k);
+    }
+    out.sort_unstable_by(by_logit_desc);
+}
+
+/// `out = logits` with llama.cpp's repetition penalty: each distinct token among `recent`
+/// once (`seen` is scratch), positive logits divided by `penalty`, negative ones
+/// multiplied.
+fn penalize(out: &mut Vec<f32>, seen: &mut Vec<u32>, logits: &[f32], recent: &[u32], penalty: f32) {
+    out.clear();
+    out.extend_from_slice(logits);
+    seen.clear();
+    for &t in recent {
+        if seen.contains(&t) {
+            continue;
+        }
+        seen.push(t);
+        let l = &mut out[t as usize];
+        *l = if *l <= 0.0 {
+            *l * penalty
+        } else {
+            *l / penalty
+        };
+    }
+}
+
 /// A seeded sampler with its scratch buffers. One per generation stream.
 #[derive(Clone, Debug)]
 pub struct Sampler {
@@ -152,8 +212,11 @@ pub struct Sampler {
     rng: ChaCha8Rng,
     /// Candidates of the current call. (vocab,)
     candidates: Vec<Candidate>,
-    /// Whether a token was already penalized in the current call. (vocab,)
-    penalized: Vec<bool>,
+    /// The logits after the repetition penalty, when it is on. (vocab,)
+    penalized: Vec<f32>,
+    /// The distinct tokens penalized so far in the current call (at most
+    /// `repeat_last_n`).
+    seen: Vec<u32>,
 }
 
 impl Sampler {
@@ -165,6 +228,7 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(params.seed),
             candidates: Vec::new(),
             penalized: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -186,7 +250,13 @@ impl Sampler {
         if logits.is_empty() {
             return Err(SampleError::EmptyLogits);
         }
-        if let Some((i, &value)) = logits.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+        // A pass that vectorizes first; the search only when it failed.
+        let all_finite = logits.iter().fold(true, |ok, l| ok & l.is_finite());
+        if let Some((i, &value)) = logits
+            .iter()
+            .enumerate()
+            .find(|(_, l)| !all_finite && !l.is_finite())
+        {
             return Err(SampleError::NonFiniteLogit {
                 token: i as u32,
                 value,
@@ -201,34 +271,43 @@ impl Sampler {
             });
         }
 
+        let p = self.params;
+        // The logits after the repetition penalty: a copy only when it changes some.
+        let logits: &[f32] = if p.repeat_penalty != 1.0 && !recent.is_empty() {
+            penalize(
+                &mut self.penalized,
+                &mut self.seen,
+                logits,
+                recent,
+                p.repeat_penalty,
+            );
+            &self.penalized
+        } else {
+            logits
+        };
+        if p.temperature == 0.0 {
+            // Greedy: the first maximum is the lowest id among equal logits (a pass for
+            // the maximum that vectorizes, then the search for it).
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let best = logits.iter().position(|&l| l == max).unwrap_or(0);
+            return Ok(best as u32);
+        }
+
         // Scratch sized for the vocabulary once; `clear` + `extend` then reuse it.
         self.candidates.clear();
         self.candidates.reserve(n);
-        self.candidates
-            .extend(logits.iter().enumerate().map(|(i, &logit)| Candidate {
-                id: i as u32,
-                logit,
-            }));
-        self.apply_repeat_penalty(recent);
-
-        let p = self.params;
-        if p.temperature == 0.0 {
-            // Greedy: the first maximum is the lowest id among equal logits.
-            let best = self.candidates.iter().fold(self.candidates[0], |best, c| {
-                if c.logit > best.logit { *c } else { best }
-            });
-            return Ok(best.id);
-        }
-
-        let mut sorted = false;
-        // Top-k.
-        if p.top_k > 0 && p.top_k < self.candidates.len() {
+        let sorted = p.top_k > 0 && p.top_k < n;
+        if sorted {
+            // Top-k straight from the logits, without a candidate per token.
+            top_k_of(logits, p.top_k, &mut self.candidates);
+        } else {
             self.candidates
-                .select_nth_unstable_by(p.top_k - 1, by_logit_desc);
-            self.candidates.truncate(p.top_k);
-            self.candidates.sort_unstable_by(by_logit_desc);
-            sorted = true;
+                .extend(logits.iter().enumerate().map(|(i, &logit)| Candidate {
+                    id: i as u32,
+                    logit,
+                }));
         }
+
         // Top-p then min-p. Both keep a prefix of the candidates sorted by logit, and
         // min-p depends only on the maximum, which top-p keeps: so cut by min-p first (a
         // linear pass), and sort only the survivors for top-p, with the softmax
@@ -292,30 +371,6 @@ impl Sampler {
             .find(|c| c.logit > 0.0)
             .unwrap_or(&self.candidates[0]);
         Ok(last.id)
-    }
-
-    /// llama.cpp's penalty: each distinct token among `recent` once, positive logits
-    /// divided by the penalty, negative ones multiplied.
-    fn apply_repeat_penalty(&mut self, recent: &[u32]) {
-        let penalty = self.params.repeat_penalty;
-        if penalty == 1.0 || recent.is_empty() {
-            return;
-        }
-        let n = self.candidates.len();
-        self.penalized.clear();
-        self.penalized.resize(n, false);
-        for &t in recent {
-            let t = t as usize;
-            if std::mem::replace(&mut self.penalized[t], true) {
-                continue;
-            }
-            let l = &mut self.candidates[t].logit;
-            *l = if *l <= 0.0 {
-                *l * penalty
-            } else {
-                *l / penalty
-            };
-        }
     }
 
     /// A uniform f64 in [0, 1) with 53 random bits.
@@ -478,5 +533,34 @@ mod tests {
         assert_eq!(top_logprobs(&logits, 100).len(), 4);
         assert!(top_logprobs(&[0.0; 50], 100).len() == MAX_TOP_LOGPROBS);
         assert!(top_logprobs(&[], 3).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The one-pass top-k keeps what a full selection over every token keeps, in the
+        /// same order, ties (and -0.0 against 0.0) included.
+        #[test]
+        fn top_k_of_matches_a_full_sort(
+            pool in proptest::collection::vec(-30.0f32..30.0, 1..12),
+            picks in proptest::collection::vec(0usize..1000, 2..3000),
+            k_seed in 0usize..10_000,
+        ) {
+            // Values from a small pool, so that ties are common; -0.0 and 0.0 too.
+            let mut pool = pool;
+            pool.extend([0.0, -0.0]);
+            let logits: Vec<f32> = picks.iter().map(|&i| pool[i % pool.len()]).collect();
+            let k = 1 + k_seed % (logits.len() - 1);
+            let mut all: Vec<Candidate> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &logit)| Candidate { id: i as u32, logit })
+                .collect();
+            all.sort_unstable_by(by_logit_desc);
+            let mut got = Vec::new();
+            top_k_of(&logits, k, &mut got);
+            let key = |c: &Candidate| (c.id, c.logit.to_bits());
+            let want: Vec<_> = all[..k].iter().map(key).collect();
+            let got: Vec<_> = got.iter().map(key).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }
