@@ -2,12 +2,15 @@
 """Benchmark (not a test) of `woolly-run serve`'s continuous batching.
 
     python3 woolly-run/tests/serve_bench.py --bin target/release/woolly-run \
-        --model ~/.cache/woolly/models/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 2] [--tokens 64]
+        --model ~/.cache/woolly/models/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 2] \
+        [--tokens 64] [--requests 64] [--rounds 3]
 
 Measures, with the official `openai` client over loopback, aggregate generated tokens/s
 with 1 stream and with 8 concurrent streams (each request generates exactly --tokens
 tokens: ignore_eos), and the p50/p99 time to first token and time between tokens under
-the 8-stream load. Prints one JSON object at the end.
+the 8-stream load. The two loads alternate for --rounds rounds on one server, so drift
+of the machine falls on both; the figures are each load's median round, the ratio that
+of the medians. Prints one JSON object at the end.
 """
 
 import argparse
@@ -85,16 +88,30 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--threads", default="2")
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--requests", type=int, default=16, help="requests in the 8-stream run")
+    ap.add_argument("--requests", type=int, default=64, help="requests in each 8-stream round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of (1 stream, 8 streams)")
     a = ap.parse_args()
     s = Server(a.bin, a.model, ["--ctx", "1024", "--parallel", "8", "--threads", a.threads])
+    singles, eights = [], []
     try:
         run(s, 1, 1, 8)  # warm-up
-        single = run(s, 1, 3, a.tokens)
-        eight = run(s, 8, a.requests, a.tokens)
+        for _ in range(a.rounds):
+            singles.append(run(s, 1, 8, a.tokens))
+            eights.append(run(s, 8, a.requests, a.tokens))
     finally:
         s.stop()
-    out = {"single": single, "eight": eight, "ratio": round(eight["tok_per_s"] / single["tok_per_s"], 2)}
+
+    def median(rounds):
+        return sorted(rounds, key=lambda r: r["tok_per_s"])[len(rounds) // 2]
+
+    single, eight = median(singles), median(eights)
+    out = {
+        "single": single,
+        "eight": eight,
+        "ratio": round(eight["tok_per_s"] / single["tok_per_s"], 2),
+        "single_rounds_tok_per_s": [r["tok_per_s"] for r in singles],
+        "eight_rounds_tok_per_s": [r["tok_per_s"] for r in eights],
+    }
     for k in ("single", "eight"):
         print(k, out[k], file=sys.stderr)
     print(json.dumps(out))
