@@ -330,32 +330,27 @@ fn compact_logit_rows(batch: &[BatchToken], x: &mut [f32], d: usize) -> usize {
     k
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// Elements of a SwiGLU product below which it runs on the calling thread (a few
-/// microseconds of `exp`; a team step costs about one).
-const SWIGLU_MIN_PARALLEL: usize = 4096;
+/// microseconds with the vector kernel; a team step costs about one).
+const SWIGLU_MIN_PARALLEL: usize = 32 * 1024;
 
-/// `gate = silu(gate) * up`, element by element, split over the thread team when large
-/// (each element's result is the same whatever the split).
-fn swiglu(gate: &mut [f32], up: &[f32]) {
-    const CHUNK: usize = 1024;
-    let silu = if crate::ggml_exact::on() {
-        crate::ggml_exact::silu
-    } else {
-        silu
-    };
-    let apply = |g: &mut [f32], u: &[f32]| {
-        for (g, u) in g.iter_mut().zip(u) {
-            *g = silu(*g) * u;
+/// `gate = silu(gate) * up` for the rows (of `ff`) of a batch: the dispatched kernel per
+/// row, rows split over the thread team when large (a row's result is the same whatever
+/// the split).
+fn swiglu(kernels: &Kernels, gate: &mut [f32], up: &[f32], ff: usize) {
+    if crate::ggml_exact::on() {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = crate::ggml_exact::silu(*g) * u;
         }
-    };
+        return;
+    }
+    let row = |i: usize, g: &mut [f32]| kernels.swiglu.call(g, &up[i * ff..][..ff]);
     if gate.len() < SWIGLU_MIN_PARALLEL {
-        apply(gate, up);
+        for (i, g) in gate.chunks_exact_mut(ff).enumerate() {
+            row(i, g);
+        }
     } else {
-        team::for_each_chunk(gate, CHUNK, |i, g| apply(g, &up[i * CHUNK..][..g.len()]));
+        team::for_each_chunk(gate, ff, row);
     }
 }
 
@@ -533,7 +528,12 @@ pub fn forward(
             &mut [&mut s.gate[..nf * ff], &mut s.up[..nf * ff]],
             &mut s.lin,
         );
-        swiglu(&mut s.gate[..nf * ff], &s.up[..nf * ff]);
+        swiglu(
+            model.kernels(),
+            &mut s.gate[..nf * ff],
+            &s.up[..nf * ff],
+            ff,
+        );
         matmul(
             model.kernels(),
             &lw.w_down,

@@ -33,12 +33,12 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// SwiGLU's elementwise half: `out = silu(gate) * up`, `silu(g) = g / (1 + e^-g)`.
-/// shapes: gate, up, out: (n,)
-pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    for i in 0..out.len() {
-        let g = gate[i] as f64;
-        out[i] = (g / (1.0 + (-g).exp()) * up[i] as f64) as f32;
+/// SwiGLU's elementwise half, in place: `gate = silu(gate) * up`, `silu(g) = g / (1 + e^-g)`.
+/// shapes: gate, up: (n,)
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g as f64;
+        *g = (x / (1.0 + (-x).exp()) * u as f64) as f32;
     }
 }
 

@@ -115,22 +115,25 @@ pub trait Simd: Token {
 
     /// Lane-wise `e^x`, accurate to a few ulp over the f32 range (Cephes' `expf`
     /// polynomial after reducing by `ln 2`); underflows to 0 below -87.3 and saturates
-    /// at `e^88.7`.
+    /// at `e^88.7`. Every product is rounded before its sum (no FMA), so every ISA gives
+    /// the same bits.
     #[inline(always)]
     fn exp(self, x: Self::F32) -> Self::F32 {
+        // `a * b + c`, rounded twice, as the scalar ISA's `mul_add` computes it.
+        let mul_add = |a, b, c| self.add(self.mul(a, b), c);
         let x = self.min(self.max(x, self.splat(-87.336_55)), self.splat(88.722_83));
         // n = round(x / ln 2); r = x - n ln 2 in two parts for precision.
         let n = self.round(self.mul(x, self.splat(std::f32::consts::LOG2_E)));
-        let r = self.mul_add(n, self.splat(-0.693_359_4), x);
-        let r = self.mul_add(n, self.splat(2.121_944_4e-4), r);
+        let r = mul_add(n, self.splat(-0.693_359_4), x);
+        let r = mul_add(n, self.splat(2.121_944_4e-4), r);
         let mut p = self.splat(1.987_569_1e-4);
-        p = self.mul_add(p, r, self.splat(1.398_199_9e-3));
-        p = self.mul_add(p, r, self.splat(8.333_452e-3));
-        p = self.mul_add(p, r, self.splat(4.166_579_6e-2));
-        p = self.mul_add(p, r, self.splat(1.666_666_5e-1));
-        p = self.mul_add(p, r, self.splat(0.5));
+        p = mul_add(p, r, self.splat(1.398_199_9e-3));
+        p = mul_add(p, r, self.splat(8.333_452e-3));
+        p = mul_add(p, r, self.splat(4.166_579_6e-2));
+        p = mul_add(p, r, self.splat(1.666_666_5e-1));
+        p = mul_add(p, r, self.splat(0.5));
         let r2 = self.mul(r, r);
-        let e = self.add(self.mul_add(p, r2, r), self.splat(1.0));
+        let e = self.add(mul_add(p, r2, r), self.splat(1.0));
         // n reaches 128 only at the very top of the range: split 2^n in two halves.
         let half = self.round(self.mul(n, self.splat(0.5)));
         self.mul(self.mul(e, self.pow2i(half)), self.pow2i(self.sub(n, half)))
