@@ -8,6 +8,9 @@ use woolly_kernels::GgmlType;
 use crate::config::LlamaConfig;
 use crate::gguf::{GgufFile, TensorInfo};
 
+/// Source bytes a matrix's packing consumes between two releases of its pages.
+const RELEASE_STEP: usize = 2 << 20;
+
 /// A 2-D weight matrix `(n_out, n_in)`: `n_out` rows of `n_in` elements each, row-major
 /// in the file (ggml dims `[n_in, n_out]`), or a 1-D vector (`n_out = 1`).
 #[derive(Clone, Debug)]
@@ -208,10 +211,13 @@ impl Weights {
     }
 
     /// Repacks every projection whose type has a packed form for the tile kernels
-    /// (in parallel), then drops the original pages from resident memory: the
-    /// projection reads only the packed copy from then on, and the embedding lookup
-    /// (which shares the output's bytes in tied models) faults in just the rows it
-    /// reads. Returns the bytes packed.
+    /// (in parallel), dropping the original pages from resident memory as packing goes
+    /// (every [`RELEASE_STEP`] bytes), so a matrix and its packed copy are not both
+    /// resident, and once more at the end (a thread faulting in its own matrix maps
+    /// pages around the fault, some of a neighbour already dropped): the projection
+    /// reads only the packed copy from then on, and the embedding lookup (which shares
+    /// the output's bytes in tied models) faults in just the rows it reads. Returns the
+    /// bytes packed.
     pub(crate) fn pack(&mut self, file: &GgufFile) -> usize {
         use rayon::prelude::*;
         use woolly_kernels::ops::packed::PackedMatrix;
@@ -219,17 +225,28 @@ impl Weights {
             .projections_mut()
             .filter(|w| PackedMatrix::supports(w.ty, w.n_out))
             .collect();
-        todo.par_iter_mut()
+        let packed = todo
+            .par_iter_mut()
             .map(|w| {
                 let data = &file.bytes()[w.file_offset..][..w.n_bytes];
-                let packed = PackedMatrix::pack(w.ty, data, w.n_out, w.n_in)
-                    .expect("shapes were checked at load")
-                    .expect("supports() was checked");
+                let mut released = 0;
+                let packed = PackedMatrix::pack_with(w.ty, data, w.n_out, w.n_in, &mut |n| {
+                    if n - released >= RELEASE_STEP {
+                        file.release(w.file_offset + released, n - released);
+                        released = n;
+                    }
+                })
+                .expect("shapes were checked at load")
+                .expect("supports() was checked");
                 file.release(w.file_offset, w.n_bytes);
                 let bytes = packed.bytes();
                 w.packed = Some(std::sync::Arc::new(packed));
                 bytes
             })
-            .sum()
+            .sum::<usize>();
+        for w in todo {
+            file.release(w.file_offset, w.n_bytes);
+        }
+        packed
     }
 }

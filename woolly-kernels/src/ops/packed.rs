@@ -65,9 +65,25 @@ fn parts<'a, W, X>(
 }
 
 /// Packs `w` into storage on huge pages ([`crate::huge_pages`]).
-fn pack_blocks<B: Block + Interleave>(w: &[u8], rows: usize) -> HugePageBlocks<B::X8> {
+/// `w`'s blocks packed; `consumed(n)` hears, after each group of [`ROWS`] rows, that the
+/// first `n` bytes of `w` will not be read again.
+fn pack_blocks<B: Block + Interleave>(
+    w: &[u8],
+    rows: usize,
+    consumed: &mut dyn FnMut(usize),
+) -> HugePageBlocks<B::X8> {
     let blocks = weight_blocks::<B>(w);
-    HugePageBlocks::collect(blocks.len() / ROWS, packed_blocks(&blocks, rows))
+    let per_group = blocks.len() / rows.max(1);
+    let group_bytes = per_group * ROWS * size_of::<B>();
+    let packed = packed_blocks(&blocks, rows)
+        .enumerate()
+        .inspect(|&(i, _)| {
+            if (i + 1) % per_group == 0 {
+                consumed((i + 1) / per_group * group_bytes);
+            }
+        })
+        .map(|(_, x)| x);
+    HugePageBlocks::collect(blocks.len() / ROWS, packed)
 }
 
 impl PackedMatrix {
@@ -91,15 +107,32 @@ impl PackedMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<Option<PackedMatrix>, MatvecError> {
+        Self::pack_with(ty, w, rows, cols, &mut |_| {})
+    }
+
+    /// [`PackedMatrix::pack`], calling `consumed(n)` as packing goes once the first `n`
+    /// bytes of `w` will not be read again (in whole groups of eight rows): a caller
+    /// packing from a memory map can drop those pages then, so the source and its
+    /// packed copy are not both resident.
+    ///
+    /// # Errors
+    /// As [`PackedMatrix::pack`].
+    pub fn pack_with(
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        consumed: &mut dyn FnMut(usize),
+    ) -> Result<Option<PackedMatrix>, MatvecError> {
         check_weights(ty, w, rows, cols)?;
         if !Self::supports(ty, rows) {
             return Ok(None);
         }
         let blocks = match ty {
-            GgmlType::Q4_1 => Packed::Q4_1(pack_blocks::<BlockQ4_1>(w, rows)),
-            GgmlType::Q8_0 => Packed::Q8_0(pack_blocks::<BlockQ8_0>(w, rows)),
-            GgmlType::Q4K => Packed::Q4K(pack_blocks::<BlockQ4K>(w, rows)),
-            GgmlType::Q6K => Packed::Q6K(pack_blocks::<BlockQ6K>(w, rows)),
+            GgmlType::Q4_1 => Packed::Q4_1(pack_blocks::<BlockQ4_1>(w, rows, consumed)),
+            GgmlType::Q8_0 => Packed::Q8_0(pack_blocks::<BlockQ8_0>(w, rows, consumed)),
+            GgmlType::Q4K => Packed::Q4K(pack_blocks::<BlockQ4K>(w, rows, consumed)),
+            GgmlType::Q6K => Packed::Q6K(pack_blocks::<BlockQ6K>(w, rows, consumed)),
             _ => unreachable!("supports() lists the packed types"),
         };
         Ok(Some(PackedMatrix {
@@ -364,6 +397,25 @@ mod tests {
     use super::*;
     use crate::quant;
     use crate::testing::{TestRng, for_each_isa};
+
+    /// `pack_with` reports the source consumed in whole groups of eight rows, in order,
+    /// ending with all of it.
+    #[test]
+    fn pack_with_reports_whole_groups_consumed() {
+        let mut rng = TestRng::new(5);
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+            let (rows, cols) = (40, 512);
+            let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+            quant::quantize_row(ty, &rng.f32s(rows * cols), &mut w).unwrap();
+            let mut seen = Vec::new();
+            PackedMatrix::pack_with(ty, &w, rows, cols, &mut |n| seen.push(n))
+                .unwrap()
+                .unwrap();
+            let group = w.len() / (rows / ROWS);
+            let want: Vec<usize> = (1..=rows / ROWS).map(|g| g * group).collect();
+            assert_eq!(seen, want, "{ty}");
+        }
+    }
 
     /// A packed product equals the per-row product bit for bit, on every ISA, for batch
     /// sizes around the tile shape (4) and the token pass (64), with thread splits.
