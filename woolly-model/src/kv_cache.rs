@@ -9,6 +9,7 @@
 //!   `woolly_kernels::ops::attention`).
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use woolly_kernels::ops::attention::K_BLOCK;
 
 /// Element type of the cache.
@@ -183,12 +184,18 @@ impl KvCache {
         let k_at = |c: usize| kb + c * K_BLOCK;
         match &mut self.store {
             Store::F16 { k: kc, v: vc } => {
-                for (c, &src) in k[..d].iter().enumerate() {
-                    kc[k_at(c)] = f16::from_f32(src);
+                // Converted a slice at a time (F16C when the CPU has it; the same
+                // rounding as `f16::from_f32`), keys through a buffer to scatter.
+                const CHUNK: usize = 64;
+                let mut buf = [f16::ZERO; CHUNK];
+                for (j, src) in k[..d].chunks(CHUNK).enumerate() {
+                    let buf = &mut buf[..src.len()];
+                    buf.convert_from_f32_slice(src);
+                    for (c, &h) in buf.iter().enumerate() {
+                        kc[k_at(j * CHUNK + c)] = h;
+                    }
                 }
-                for (dst, &src) in vc[i..i + d].iter_mut().zip(v) {
-                    *dst = f16::from_f32(src);
-                }
+                vc[i..i + d].convert_from_f32_slice(&v[..d]);
             }
             Store::F32 { k: kc, v: vc } => {
                 for (c, &src) in k[..d].iter().enumerate() {
