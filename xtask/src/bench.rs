@@ -216,7 +216,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 "-n",
                 &n_gen.to_string(),
             ]);
-            w.args(["-r", "1", "-t", &threads_arg, "-o", "json"]);
+            // Eight sequences generating together as well: the server's batched decode.
+            w.args(["-r", "1", "-t", &threads_arg, "-s", "1,8", "-o", "json"]);
             runs.push(("woolly", w));
             if peer {
                 let mut l = Command::new("python3");
@@ -270,7 +271,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 "llama_cpp_tps": peer.map(|p| p.0),
                 "llama_cpp_stddev": peer.map(|p| p.1),
                 "ratio": peer.map(|p| mean / p.0),
-                "tg_roofline_tps": test.starts_with("tg").then_some(roofline),
+                // One sequence's: batched generation reads the weights once per step.
+                "tg_roofline_tps": (test.starts_with("tg") && !test.contains('x')).then_some(roofline),
             }));
         }
     }

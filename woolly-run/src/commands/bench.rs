@@ -2,6 +2,8 @@
 //!
 //! pp N: one batch of N random tokens into an empty context (prompt processing).
 //! tg N: N random tokens evaluated one at a time from an empty context (generation).
+//! tg NxS (`-s S`): S sequences generating N tokens each, their steps evaluated as one
+//! batch of S tokens (the server's continuous batching); t/s counts every sequence's.
 //! Each test runs once to warm up, then `-r` times; the table shows mean +- stddev t/s.
 
 use std::path::PathBuf;
@@ -56,6 +58,16 @@ pub struct BenchArgs {
         value_delimiter = ','
     )]
     threads: Vec<usize>,
+    /// Sequences generating together in the generation test, comma separated (the
+    /// decode steps of all of them run as one batch).
+    #[arg(
+        short = 's',
+        long = "sequences",
+        value_name = "N,..",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
+    sequences: Vec<usize>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
     output: Output,
@@ -85,12 +97,19 @@ fn mean_stddev(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// One timed run of a test: tokens per second.
-fn run_test(model: &Model, pp: bool, n: usize, rng: &mut TokenStream) -> anyhow::Result<f64> {
+/// One timed run of a test: tokens per second. `seqs` sequences generate together
+/// (generation only).
+fn run_test(
+    model: &Model,
+    pp: bool,
+    n: usize,
+    seqs: usize,
+    rng: &mut TokenStream,
+) -> anyhow::Result<f64> {
     let n_vocab = model.config().n_vocab;
-    let mut kv = model.new_cache(1, n + 1, KvType::F16, u128::MAX)?;
-    let mut scratch = model.new_scratch(if pp { n } else { 1 }, n + 1);
-    let tokens: Vec<u32> = (0..n).map(|_| rng.next(n_vocab)).collect();
+    let mut kv = model.new_cache(seqs, n + 1, KvType::F16, u128::MAX)?;
+    let mut scratch = model.new_scratch(if pp { n } else { seqs }, n + 1);
+    let tokens: Vec<u32> = (0..n * seqs).map(|_| rng.next(n_vocab)).collect();
     let t0 = Instant::now();
     if pp {
         let batch: Vec<BatchToken> = tokens
@@ -105,20 +124,19 @@ fn run_test(model: &Model, pp: bool, n: usize, rng: &mut TokenStream) -> anyhow:
             .collect();
         model.forward(&batch, &mut kv, &mut scratch)?;
     } else {
-        for (pos, &token) in tokens.iter().enumerate() {
-            model.forward(
-                &[BatchToken {
-                    token,
-                    pos,
-                    seq: 0,
-                    logits: true,
-                }],
-                &mut kv,
-                &mut scratch,
-            )?;
+        let mut batch = Vec::with_capacity(seqs);
+        for pos in 0..n {
+            batch.clear();
+            batch.extend((0..seqs).map(|seq| BatchToken {
+                token: tokens[seq * n + pos],
+                pos,
+                seq,
+                logits: true,
+            }));
+            model.forward(&batch, &mut kv, &mut scratch)?;
         }
     }
-    Ok(n as f64 / t0.elapsed().as_secs_f64())
+    Ok((n * seqs) as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// Runs `woolly-run bench`.
@@ -134,6 +152,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if threads.contains(&0) {
         bail!("-t/--threads: thread counts must be at least 1");
     }
+    if args.sequences.contains(&0) {
+        bail!("-s/--sequences: sequence counts must be at least 1");
+    }
     woolly_kernels::Isa::from_env()?;
     let path = model_arg::resolve(args.model)?;
     let model = Model::load(&path).with_context(|| format!("{}", path.display()))?;
@@ -148,16 +169,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
-        for (pp, n) in [(true, args.n_prompt), (false, args.n_gen)] {
+        let tests = std::iter::once((true, args.n_prompt, 1))
+            .chain(args.sequences.iter().map(|&s| (false, args.n_gen, s)));
+        for (pp, n, seqs) in tests {
             if n == 0 {
                 continue;
             }
-            let test = format!("{}{n}", if pp { "pp" } else { "tg" });
+            let test = match (pp, seqs) {
+                (true, _) => format!("pp{n}"),
+                (false, 1) => format!("tg{n}"),
+                (false, s) => format!("tg{n}x{s}"),
+            };
             let mut rng = TokenStream(42);
             let xs = pool.install(|| -> anyhow::Result<Vec<f64>> {
-                run_test(&model, pp, n, &mut rng)?; // warm-up
+                run_test(&model, pp, n, seqs, &mut rng)?; // warm-up
                 (0..args.reps)
-                    .map(|_| run_test(&model, pp, n, &mut rng))
+                    .map(|_| run_test(&model, pp, n, seqs, &mut rng))
                     .collect()
             })?;
             let (mean, sd) = mean_stddev(&xs);
@@ -172,7 +199,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     params as f64 / 1e6
                 );
             }
-            results.push(json!({"test": test, "threads": t, "tps": mean, "stddev": sd}));
+            results.push(
+                json!({"test": test, "threads": t, "sequences": seqs, "tps": mean, "stddev": sd}),
+            );
         }
     }
     if matches!(args.output, Output::Json) {

@@ -1,0 +1,45 @@
+//! `woolly-run bench`, driven as a person runs it.
+
+use assert_cmd::Command;
+use woolly_model::paths::conformance_file;
+
+fn woolly() -> Command {
+    Command::cargo_bin("woolly-run").unwrap()
+}
+
+#[test]
+fn bench_json_has_every_test_including_batched_generation() {
+    let model = conformance_file("models/tiny-q4km.gguf");
+    let out = woolly()
+        .args([
+            "bench", "-p", "8", "-n", "4", "-r", "1", "-t", "1", "-s", "1,3", "-o", "json", "-m",
+        ])
+        .arg(&model)
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let results = v["results"].as_array().unwrap();
+    let tests: Vec<(&str, u64)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["test"].as_str().unwrap(),
+                r["sequences"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(tests, [("pp8", 1), ("tg4", 1), ("tg4x3", 3)]);
+    assert!(results.iter().all(|r| r["tps"].as_f64().unwrap() > 0.0));
+}
+
+#[test]
+fn bench_refuses_zero_sequences() {
+    let model = conformance_file("models/tiny-q4km.gguf");
+    let out = woolly()
+        .args(["bench", "-s", "0", "-m"])
+        .arg(&model)
+        .assert()
+        .failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("-s/--sequences"), "{err}");
+}
