@@ -65,6 +65,10 @@ fn parts<'a, W, X>(
 }
 
 /// Packs `w` into storage on huge pages ([`crate::huge_pages`]).
+/// Outputs of a multi-token product above which their gather from the tiles' layout runs
+/// on the thread team (about 256 KiB: tens of microseconds of copying).
+const PARALLEL_GATHER: usize = 64 * 1024;
+
 /// `w`'s blocks packed; `consumed(n)` hears, after each group of [`ROWS`] rows, that the
 /// first `n` bytes of `w` will not be read again.
 fn pack_blocks<B: Block + Interleave>(
@@ -353,9 +357,13 @@ impl Kernels {
         let bytes: usize = ws.iter().map(|w| w.bytes()).sum();
         // Even, so that two-group kernels find their pairs inside a task.
         let per_task = rows_per_task(groups, bytes / groups * batch).next_multiple_of(2);
-        // (groups, batch, 8): each group's outputs for every token, token-major.
-        yt.clear();
-        yt.resize(groups * batch * ROWS, 0.0);
+        // (groups, batch, 8): each group's outputs for every token, token-major. The
+        // tiles write every element, so the buffer is never cleared, only grown.
+        let n_out = groups * batch * ROWS;
+        if yt.len() < n_out {
+            yt.resize(n_out, 0.0);
+        }
+        let yt = &mut yt[..n_out];
         let weights = groups * ROWS * first.cols * batch;
         for_row_chunks(yt, batch * ROWS, weights, per_task, |g0, chunk| {
             let n_groups = chunk.len() / (batch * ROWS);
@@ -382,9 +390,23 @@ impl Kernels {
         });
         for ((w, y), &s) in ws.iter().zip(ys.iter_mut()).zip(&start) {
             let part = &yt[s * batch * ROWS..][..w.rows * batch];
-            for (g, go) in part.chunks_exact(batch * ROWS).enumerate() {
-                for (t, o) in go.chunks_exact(ROWS).enumerate() {
-                    y[t * w.rows + g * ROWS..][..ROWS].copy_from_slice(o);
+            if batch == 1 {
+                // One token: the group-major layout is already the row order.
+                y.copy_from_slice(part);
+                continue;
+            }
+            // Token `t`'s row gathers its eight outputs from every group; large outputs
+            // (the vocabulary's) are gathered on the thread team, a token per task.
+            let gather = |t: usize, yt_row: &mut [f32]| {
+                for (g, o) in yt_row.chunks_exact_mut(ROWS).enumerate() {
+                    o.copy_from_slice(&part[(g * batch + t) * ROWS..][..ROWS]);
+                }
+            };
+            if w.rows * batch >= PARALLEL_GATHER {
+                crate::team::for_each_chunk(y, w.rows, gather);
+            } else {
+                for (t, row) in y.chunks_exact_mut(w.rows).enumerate() {
+                    gather(t, row);
                 }
             }
         }
@@ -448,6 +470,34 @@ mod tests {
                     }
                 }
             });
+        }
+    }
+
+    /// A reused scratch (holding a larger product's outputs) and outputs large enough
+    /// to be gathered on the thread team still give the per-row product's bits.
+    #[test]
+    fn reused_scratch_and_team_gather_give_the_same_bits() {
+        let mut rng = TestRng::new(23);
+        let ty = GgmlType::Q8_0;
+        let cols = 64;
+        let k = Kernels::select(crate::Isa::best());
+        let mut scratch = MatmulScratch::new();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        // The second product is smaller than the first and reads a stale buffer.
+        for (rows, batch) in [(2048, 40), (1024, 70), (512, 3), (1024, 1)] {
+            let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+            quant::quantize_row(ty, &rng.f32s(rows * cols), &mut w).unwrap();
+            let packed = PackedMatrix::pack(ty, &w, rows, cols).unwrap().unwrap();
+            let x = rng.f32s(batch * cols);
+            let mut want = vec![0.0; batch * rows];
+            k.matmul(ty, &w, rows, cols, &x, batch, &mut want).unwrap();
+            let mut got = rng.f32s(batch * rows);
+            pool.install(|| k.matmul_packed_with(&mut scratch, &packed, &x, batch, &mut got))
+                .unwrap();
+            assert_eq!(got, want, "{rows} x {cols}, batch {batch}");
         }
     }
 
