@@ -397,8 +397,8 @@ impl Kernels {
             }
             // Token `t`'s row gathers its eight outputs from every group; large outputs
             // (the vocabulary's) are gathered on the thread team, a token per task.
-            let gather = |t: usize, yt_row: &mut [f32]| {
-                for (g, o) in yt_row.chunks_exact_mut(ROWS).enumerate() {
+            let gather = |t: usize, row: &mut [f32]| {
+                for (g, o) in row.chunks_exact_mut(ROWS).enumerate() {
                     o.copy_from_slice(&part[(g * batch + t) * ROWS..][..ROWS]);
                 }
             };
