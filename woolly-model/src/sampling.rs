@@ -251,11 +251,8 @@ impl Sampler {
             return Err(SampleError::EmptyLogits);
         }
         // A pass that vectorizes first; the search only when it failed.
-        let all_finite = logits.iter().fold(true, |ok, l| ok & l.is_finite());
-        if let Some((i, &value)) = logits
-            .iter()
-            .enumerate()
-            .find(|(_, l)| !all_finite && !l.is_finite())
+        if !logits.iter().fold(true, |ok, l| ok & l.is_finite())
+            && let Some((i, &value)) = logits.iter().enumerate().find(|(_, l)| !l.is_finite())
         {
             return Err(SampleError::NonFiniteLogit {
                 token: i as u32,

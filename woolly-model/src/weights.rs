@@ -238,7 +238,7 @@ impl Weights {
                 })
                 .expect("shapes were checked at load")
                 .expect("supports() was checked");
-                file.release(w.file_offset, w.n_bytes);
+                file.release(w.file_offset + released, w.n_bytes - released);
                 let bytes = packed.bytes();
                 w.packed = Some(std::sync::Arc::new(packed));
                 bytes
