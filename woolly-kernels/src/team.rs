@@ -320,7 +320,7 @@ impl Team {
         // happened in our own share (its panics were caught).
         let mut spins = 0u32;
         while s.pending.load(Ordering::Acquire) != 0 {
-            spins += 1;
+            spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1 << 14) {
                 // A worker descheduled by an oversubscribed machine: let it run.
                 thread::yield_now();
