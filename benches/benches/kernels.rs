@@ -135,6 +135,50 @@ fn float_ops(c: &mut Criterion) {
     }
     g.finish();
 
+    // SmolLM2's decode shape (3 KV heads, 3 query heads each, head_dim 64, 128 cached
+    // positions), one iteration being one token's three calls against the next of
+    // caches that total 64 MiB: the keys and values come from DRAM, as they do in a
+    // batched decode step, where every sequence and layer has a cache of its own.
+    let mut g = c.benchmark_group("attention_f16_dram");
+    let (n_q, n_kv, n_pos) = (3, 3, 128usize);
+    for (e, d) in cases(attention::attention_f16::ENTRIES)
+        .into_iter()
+        .filter(|(_, d)| d[0] == 64)
+    {
+        let hd = d[0];
+        let k_len = n_pos.div_ceil(attention::K_BLOCK) * attention::K_BLOCK * n_kv * hd;
+        let v_len = n_pos * n_kv * hd;
+        let n_caches = (64 << 20) / ((k_len + v_len) * 2);
+        let k = rng.f16s(k_len * n_caches);
+        let v = rng.f16s(v_len * n_caches);
+        let mut q = rng.f32s(n_q * hd);
+        let (mut scores, mut out) = (vec![0.0; n_q * n_pos], vec![0.0; n_q * hd]);
+        let mut next = 0;
+        g.throughput(Throughput::Elements((n_kv * n_q * n_pos) as u64));
+        g.bench_function(id(e.name, &d), |b| {
+            b.iter(|| {
+                let (k, v) = (&k[next * k_len..][..k_len], &v[next * v_len..][..v_len]);
+                next = (next + 1) % n_caches;
+                for kv_head in 0..n_kv {
+                    // SAFETY: `cases` keeps only entries whose ISA is available.
+                    unsafe {
+                        (e.ptr)(
+                            black_box(&mut q),
+                            k,
+                            v,
+                            n_kv,
+                            kv_head,
+                            hd,
+                            &mut scores,
+                            &mut out,
+                        )
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("softmax");
     for e in norm::softmax::ENTRIES
         .iter()

@@ -35,13 +35,17 @@ use crate::simd::{MAX_LANES, Simd};
 /// AVX-512 vector, two AVX2 ones; the same layout on every ISA.
 pub const K_BLOCK: usize = MAX_LANES;
 
-/// Accumulator vectors of scores in flight at once: enough independent additions to
-/// hide their latency, few enough to stay in registers with the keys they add.
-const QK_ACCS: usize = 8;
+/// Score accumulator vectors in flight at once, over all the heads of a pass: enough
+/// independent additions to hide their latency, few enough to stay in registers with
+/// the keys they add.
+const QK_ACCS: usize = 16;
 
-/// Value vectors accumulated in registers at once by the weighted sum: 64 dims with
-/// AVX2, 128 with AVX-512, so a head of 64 or 128 reads each value row once.
-const ACC_VECS: usize = 8;
+/// Positions ahead of the one being summed whose value rows are prefetched.
+const VALUE_PREFETCH: usize = 64;
+
+/// Query heads that share one pass over the keys and one over the values: each key and
+/// value vector is loaded (and widened from f16) once for all of them.
+const HEADS_PER_PASS: usize = 4;
 
 /// The body shared by the f32 and f16 caches, for the `n_q` query heads of `q` that read
 /// KV head `kv_head`. `ROUND`: weights rounded to f16 (f16 cache).
@@ -84,61 +88,149 @@ fn attend<V: Simd, E: Elem, const HD: usize, const ROUND: bool>(
     // Keys of KV head `kv_head` in block `b`: (HD, K_BLOCK).
     let kb = hd * K_BLOCK;
     let key_block = |b: usize| &k[(b * n_kv_head + kv_head) * kb..][..kb];
-    let scale = 1.0 / (hd as f32).sqrt();
-    // Tiles of 8, 4 and 2 key blocks, as many as fit in QK_ACCS accumulator vectors.
+    let keys = Keys {
+        hd,
+        n_blocks,
+        scale: 1.0 / (hd as f32).sqrt(),
+        block: &key_block,
+    };
+    let values = Values {
+        hd,
+        n_pos,
+        rows: vals,
+        stride: row,
+        first: kv_head * hd,
+    };
+    // The scalar ISA has too few registers to share a pass.
+    let per_pass = if V::LANES == 1 { 1 } else { HEADS_PER_PASS };
+    let mut h0 = 0;
+    while h0 < n_q {
+        let nh = (n_q - h0).min(per_pass);
+        let q = &q[h0 * hd..(h0 + nh) * hd];
+        let w = &mut scores[h0 * n_pos..(h0 + nh) * n_pos];
+        let out = &mut out[h0 * hd..(h0 + nh) * hd];
+        match nh {
+            1 => heads::<V, E, 1, 8, ROUND>(v, q, &keys, &values, w, out),
+            2 => heads::<V, E, 2, 8, ROUND>(v, q, &keys, &values, w, out),
+            3 => heads::<V, E, 3, 4, ROUND>(v, q, &keys, &values, w, out),
+            _ => heads::<V, E, 4, 4, ROUND>(v, q, &keys, &values, w, out),
+        }
+        h0 += nh;
+    }
+}
+
+/// The keys of one KV head, in blocks of [`K_BLOCK`] positions.
+struct Keys<'a, F> {
+    hd: usize,
+    n_blocks: usize,
+    /// `1 / sqrt(hd)`.
+    scale: f32,
+    /// Block `b`: (HD, K_BLOCK).
+    block: &'a F,
+}
+
+/// The values of one KV head: `rows[p * stride + first..][..hd]` for position `p`.
+struct Values<'a, E> {
+    hd: usize,
+    n_pos: usize,
+    rows: &'a [E],
+    stride: usize,
+    first: usize,
+}
+
+/// Attention of the `QH` query heads `q (QH, hd)` into `out (QH, hd)`, `w (QH, n_pos)`
+/// their scores and then weights: one pass over the keys and, `NV` vectors of dims at a
+/// time, one over the values, for all of them.
+#[inline(always)]
+fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
+    v: V,
+    q: &[f32],
+    keys: &Keys<'_, impl Fn(usize) -> &'k [E]>,
+    values: &Values<'_, E>,
+    w: &mut [f32],
+    out: &mut [f32],
+) where
+    V: Simd,
+    E: Elem + 'k,
+{
+    // Scores: the largest tiles first, then smaller ones for the blocks left.
     let per_block = K_BLOCK / V::LANES;
-    let tiles = [8, 4, 2].map(|t| t * per_block <= QK_ACCS);
-    for ((qh, oh), w) in q
-        .chunks_exact(hd)
-        .zip(out.chunks_exact_mut(hd))
-        .zip(scores.chunks_exact_mut(n_pos))
-    {
-        // Scores: the largest tiles first, then smaller ones for the blocks left.
-        let mut b = 0;
-        if tiles[0] {
-            b = scores_tiles::<V, E, 8>(v, hd, qh, &key_block, b, n_blocks, scale, w);
-        }
-        if tiles[1] {
-            b = scores_tiles::<V, E, 4>(v, hd, qh, &key_block, b, n_blocks, scale, w);
-        }
-        if tiles[2] {
-            b = scores_tiles::<V, E, 2>(v, hd, qh, &key_block, b, n_blocks, scale, w);
-        }
-        scores_tiles::<V, E, 1>(v, hd, qh, &key_block, b, n_blocks, scale, w);
+    let fits = |t: usize| t * per_block * QH <= QK_ACCS;
+    let mut b = 0;
+    if fits(8) {
+        b = scores_tiles::<V, E, QH, 8>(v, q, keys, b, w);
+    }
+    if fits(4) {
+        b = scores_tiles::<V, E, QH, 4>(v, q, keys, b, w);
+    }
+    if fits(2) {
+        b = scores_tiles::<V, E, QH, 2>(v, q, keys, b, w);
+    }
+    scores_tiles::<V, E, QH, 1>(v, q, keys, b, w);
 
-        // Softmax, in the scalar pass's order. The f64 sum is a loop of its own: next to
-        // the calls to `exp` it would live on the stack (xmm registers are caller-saved).
-        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Softmax, in the scalar pass's order for each head. The f64 sums are a loop of
+    // their own: next to the calls to `exp` they would live on the stack (xmm registers
+    // are caller-saved).
+    let n_pos = values.n_pos;
+    let mut max = [0.0; QH];
+    for (m, w) in max.iter_mut().zip(w.chunks_exact(n_pos)) {
+        *m = v.max_of(w);
+    }
+    for (&m, w) in max.iter().zip(w.chunks_exact_mut(n_pos)) {
         for s in w.iter_mut() {
-            *s = (*s - max).exp();
+            *s = (*s - m).exp();
         }
-        let sum: f64 = w.iter().fold(0.0, |sum, &e| sum + f64::from(e));
-        let inv = (1.0 / sum) as f32;
-        normalize::<V, ROUND>(v, w, inv);
+    }
+    let mut sum = [0f64; QH];
+    for p in 0..n_pos {
+        for (h, s) in sum.iter_mut().enumerate() {
+            *s += f64::from(w[h * n_pos + p]);
+        }
+    }
+    for (&s, w) in sum.iter().zip(w.chunks_exact_mut(n_pos)) {
+        normalize::<V, ROUND>(v, w, (1.0 / s) as f32);
+    }
 
-        // The weighted sum of values, ACC_VECS vectors of dims at a time held in
-        // registers over all positions, each output summed over positions in order.
-        let l = V::LANES;
-        let mut d0 = 0;
-        while d0 < hd {
-            let width = (hd - d0).min(ACC_VECS * l);
-            let n_vecs = width.div_ceil(l);
-            let mut acc = [v.zero(); ACC_VECS];
-            for (p, &wp) in w.iter().enumerate() {
-                let wv = v.splat(wp);
-                let x = &vals[(p * n_kv_head + kv_head) * hd + d0..][..width];
-                for (j, a) in acc.iter_mut().enumerate().take(n_vecs) {
-                    let x = &x[j * l..];
-                    let xv = if x.len() >= l {
-                        E::load(v, x)
-                    } else {
-                        E::load_partial(v, x)
-                    };
-                    *a = v.add(*a, v.mul(wv, xv));
+    // The weighted sums of values, NV vectors of dims of each head at a time held in
+    // registers over all positions, each output summed over positions in order.
+    let l = V::LANES;
+    let hd = values.hd;
+    let mut d0 = 0;
+    while d0 < hd {
+        let width = (hd - d0).min(NV * l);
+        let n_vecs = width.div_ceil(l);
+        let mut acc = [[v.zero(); NV]; QH];
+        for p in 0..n_pos {
+            let mut wv = [v.zero(); QH];
+            for (h, wv) in wv.iter_mut().enumerate() {
+                *wv = v.splat(w[h * n_pos + p]);
+            }
+            let at = values.first + d0;
+            let x = &values.rows[p * values.stride + at..][..width];
+            // The rows of one KV head are strided, a pattern the hardware prefetchers
+            // follow too late when the cache comes from DRAM.
+            let ahead = values
+                .rows
+                .as_ptr()
+                .wrapping_add((p + VALUE_PREFETCH) * values.stride + at);
+            for line in (0..width * size_of::<E>()).step_by(64) {
+                v.prefetch(ahead.cast::<u8>().wrapping_add(line));
+            }
+            for j in 0..n_vecs {
+                let x = &x[j * l..];
+                let xv = if x.len() >= l {
+                    E::load(v, x)
+                } else {
+                    E::load_partial(v, x)
+                };
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    a[j] = v.add(a[j], v.mul(wv, xv));
                 }
             }
+        }
+        for (a, oh) in acc.iter().zip(out.chunks_exact_mut(hd)) {
             let o = &mut oh[d0..][..width];
-            for (j, a) in acc.iter().enumerate().take(n_vecs) {
+            for (j, a) in a.iter().enumerate().take(n_vecs) {
                 let o = &mut o[j * l..];
                 if o.len() >= l {
                     v.store(o, *a);
@@ -146,42 +238,50 @@ fn attend<V: Simd, E: Elem, const HD: usize, const ROUND: bool>(
                     v.store_partial(o, *a);
                 }
             }
-            d0 += width;
         }
+        d0 += width;
     }
 }
 
-/// Scores of whole tiles of `T` key blocks from block `b` on; returns the next block.
+/// Scores of whole tiles of `T` key blocks from block `b` on, for the `QH` heads of
+/// `q (QH, hd)` into `w (QH, n_pos)`; returns the next block.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "a tile's inputs")]
-fn scores_tiles<'k, V: Simd, E: Elem + 'k, const T: usize>(
+fn scores_tiles<'k, V: Simd, E: Elem + 'k, const QH: usize, const T: usize>(
     v: V,
-    hd: usize,
     q: &[f32],
-    key_block: &impl Fn(usize) -> &'k [E],
+    keys: &Keys<'_, impl Fn(usize) -> &'k [E]>,
     mut b: usize,
-    n_blocks: usize,
-    scale: f32,
     w: &mut [f32],
 ) -> usize {
-    while b + T <= n_blocks {
+    while b + T <= keys.n_blocks {
         // (No `array::from_fn` here: it is not always inlined.)
-        let mut keys = [key_block(b); T];
-        for (t, kb) in keys.iter_mut().enumerate().skip(1) {
-            *kb = key_block(b + t);
+        let mut kbs = [(keys.block)(b); T];
+        for (t, kb) in kbs.iter_mut().enumerate().skip(1) {
+            *kb = (keys.block)(b + t);
         }
-        scores_tile::<V, E, T>(v, hd, q, keys, b, scale, w);
+        // The blocks of the next tile, which the hardware prefetchers do not see coming
+        // (a KV head's blocks are strided).
+        for t in 0..T {
+            if b + T + t < keys.n_blocks {
+                let next = (keys.block)(b + T + t);
+                for line in (0..size_of_val(next)).step_by(64) {
+                    v.prefetch(next.as_ptr().cast::<u8>().wrapping_add(line));
+                }
+            }
+        }
+        scores_tile::<V, E, QH, T>(v, keys.hd, q, kbs, b, keys.scale, w);
         b += T;
     }
     b
 }
 
 /// Scores of the positions of key blocks `b0..b0 + T` (`keys`, each `(HD, K_BLOCK)`;
-/// the positions below `w.len()`): `w[p] = (sum_d q[d] * k[p][d]) * scale`, summed over
-/// `d` in order from -0.0 (as `Iterator::sum` does), each product rounded first. `T`
-/// blocks keep `T * K_BLOCK / LANES` additions in flight.
+/// the positions below `n_pos = w.len() / QH`) for each head `h` of `q (QH, hd)`:
+/// `w[h][p] = (sum_d q[h][d] * k[p][d]) * scale`, summed over `d` in order from -0.0 (as
+/// `Iterator::sum` does), each product rounded first. Each key vector is loaded once for
+/// the `QH` heads; `QH * T * K_BLOCK / LANES` additions are in flight.
 #[inline(always)]
-fn scores_tile<V: Simd, E: Elem, const T: usize>(
+fn scores_tile<V: Simd, E: Elem, const QH: usize, const T: usize>(
     v: V,
     hd: usize,
     q: &[f32],
@@ -192,28 +292,37 @@ fn scores_tile<V: Simd, E: Elem, const T: usize>(
 ) {
     let l = V::LANES;
     let n_vecs = K_BLOCK / l;
-    let mut acc = [[v.splat(-0.0); MAX_LANES]; T];
-    for (d, &qd) in q[..hd].iter().enumerate() {
-        let qv = v.splat(qd);
-        for (a, kb) in acc.iter_mut().zip(&keys) {
+    let n_pos = w.len() / QH;
+    let mut acc = [[[v.splat(-0.0); MAX_LANES]; T]; QH];
+    for d in 0..hd {
+        let mut qv = [v.zero(); QH];
+        for (h, qv) in qv.iter_mut().enumerate() {
+            *qv = v.splat(q[h * hd + d]);
+        }
+        for (t, kb) in keys.iter().enumerate() {
             let kd = &kb[d * K_BLOCK..][..K_BLOCK];
-            for (j, a) in a.iter_mut().enumerate().take(n_vecs) {
-                *a = v.add(*a, v.mul(qv, E::load(v, &kd[j * l..])));
+            for j in 0..n_vecs {
+                let kv = E::load(v, &kd[j * l..]);
+                for (a, &qv) in acc.iter_mut().zip(&qv) {
+                    a[t][j] = v.add(a[t][j], v.mul(qv, kv));
+                }
             }
         }
     }
     let sv = v.splat(scale);
-    for (t, a) in acc.iter().enumerate() {
-        for (j, a) in a.iter().enumerate().take(n_vecs) {
-            let p = (b0 + t) * K_BLOCK + j * l;
-            if p >= w.len() {
-                break;
-            }
-            let r = v.mul(*a, sv);
-            if p + l <= w.len() {
-                v.store(&mut w[p..], r);
-            } else {
-                v.store_partial(&mut w[p..], r);
+    for (a, w) in acc.iter().zip(w.chunks_exact_mut(n_pos)) {
+        for (t, a) in a.iter().enumerate() {
+            for (j, a) in a.iter().enumerate().take(n_vecs) {
+                let p = (b0 + t) * K_BLOCK + j * l;
+                if p >= n_pos {
+                    break;
+                }
+                let r = v.mul(*a, sv);
+                if p + l <= n_pos {
+                    v.store(&mut w[p..], r);
+                } else {
+                    v.store_partial(&mut w[p..], r);
+                }
             }
         }
     }
@@ -254,7 +363,7 @@ fn normalize<V: Simd, const ROUND: bool>(v: V, x: &mut [f32], inv: f32) {
         n_kv_head = rng.range(1, 4),
         kv_head = rng.range(0, n_kv_head),
         head_dim = HD,
-        q = { let n_q = rng.range(1, 5); rng.f32s(n_q * head_dim) },
+        q = { let n_q = rng.range(1, 10); rng.f32s(n_q * head_dim) },
         vals = { let n_pos = rng.range(1, 150); rng.f32s(n_pos * n_kv_head * head_dim) },
         k = rng.f32s((vals.len() / (n_kv_head * head_dim)).div_ceil(K_BLOCK) * K_BLOCK * n_kv_head * head_dim),
         scores = rng.f32s(q.len() / head_dim * (vals.len() / (n_kv_head * head_dim))),
@@ -292,7 +401,7 @@ pub fn attention_f32<V: Simd, const HD: usize>(
         n_kv_head = rng.range(1, 4),
         kv_head = rng.range(0, n_kv_head),
         head_dim = HD,
-        q = { let n_q = rng.range(1, 5); rng.f32s(n_q * head_dim) },
+        q = { let n_q = rng.range(1, 10); rng.f32s(n_q * head_dim) },
         vals = { let n_pos = rng.range(1, 150); rng.f16s(n_pos * n_kv_head * head_dim) },
         k = rng.f16s((vals.len() / (n_kv_head * head_dim)).div_ceil(K_BLOCK) * K_BLOCK * n_kv_head * head_dim),
         scores = rng.f32s(q.len() / head_dim * (vals.len() / (n_kv_head * head_dim))),

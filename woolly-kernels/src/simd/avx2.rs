@@ -111,6 +111,11 @@ impl Simd for Avx2Token {
             _mm_cvtss_f32(m)
         }
     }
+    #[inline(always)]
+    fn prefetch<T>(self, p: *const T) {
+        // SAFETY: the token proves AVX2 (SSE with it); a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+    }
 }
 
 /// Sum of the 4 lanes of `v`: ((0+2) + (1+3)).

@@ -123,4 +123,9 @@ impl Simd for Avx512Token {
         // SAFETY: the token proves AVX-512F.
         unsafe { _mm512_reduce_max_ps(v) }
     }
+    #[inline(always)]
+    fn prefetch<T>(self, p: *const T) {
+        // SAFETY: the token proves AVX-512F (SSE with it); a prefetch never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+    }
 }

@@ -67,6 +67,30 @@ pub trait Simd: Token {
     /// Maximum of the lanes.
     fn hmax(self, v: Self::F32) -> f32;
 
+    /// The largest of `x` (`-inf` when empty). NaNs make no difference to the callers
+    /// (softmax, attention scores): any NaN ends in NaN results either way. Exact, so the
+    /// lane order does not matter.
+    #[inline(always)]
+    fn max_of(self, x: &[f32]) -> f32 {
+        let mut m = self.splat(f32::NEG_INFINITY);
+        let mut chunks = x.chunks_exact(Self::LANES);
+        for c in &mut chunks {
+            m = self.max(self.load(c), m);
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            m = self.max(self.load_partial(tail, f32::NEG_INFINITY), m);
+        }
+        self.hmax(m)
+    }
+
+    /// Asks for the cache line holding `p` to be brought into L1: a hint that never
+    /// faults, whatever the address. The default does nothing.
+    #[inline(always)]
+    fn prefetch<T>(self, p: *const T) {
+        let _ = p;
+    }
+
     /// A vector of zeros.
     #[inline(always)]
     fn zero(self) -> Self::F32 {
@@ -171,6 +195,12 @@ mod tests {
         let s: Vec<f32> = (0..V::LANES).map(|i| i as f32 - 3.0).collect();
         assert_eq!(v.hsum(v.load(&s)), s.iter().sum::<f32>());
         assert_eq!(v.hmax(v.load(&s)), (V::LANES as f32) - 4.0);
+        // max_of over every length around the lane count, the maximum anywhere in it.
+        for n in 0..3 * V::LANES + 2 {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 23) as f32 - 11.5).collect();
+            let want = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(v.max_of(&x), want, "{} max_of of {n}", V::ISA);
+        }
         // round_f16 agrees with `half` everywhere: ties, subnormals, overflow, NaN.
         let edge = [
             1.0 + 1.0 / 2048.0,        // tie, rounds down to even
