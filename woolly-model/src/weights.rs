@@ -28,7 +28,8 @@ pub struct Weight {
     /// Bytes of data.
     pub(crate) n_bytes: usize,
     /// The rows repacked for the tile kernels, when the model's ISA packs weights and the
-    /// type has a packed form (then the projection reads only this copy).
+    /// type has a packed form (then the projection, or the embedding lookup of tied
+    /// embeddings, reads only this copy).
     pub(crate) packed: Option<std::sync::Arc<woolly_kernels::ops::packed::PackedMatrix>>,
 }
 
@@ -215,9 +216,8 @@ impl Weights {
     /// (every [`RELEASE_STEP`] bytes), so a matrix and its packed copy are not both
     /// resident, and once more at the end (a thread faulting in its own matrix maps
     /// pages around the fault, some of a neighbour already dropped): the projection
-    /// reads only the packed copy from then on, and the embedding lookup (which shares
-    /// the output's bytes in tied models) faults in just the rows it reads. Returns the
-    /// bytes packed.
+    /// reads only the packed copy from then on, and so does the embedding lookup of a
+    /// model whose embeddings are tied to its output. Returns the bytes packed.
     pub(crate) fn pack(&mut self, file: &GgufFile) -> usize {
         use rayon::prelude::*;
         use woolly_kernels::ops::packed::PackedMatrix;
@@ -246,6 +246,12 @@ impl Weights {
             .sum::<usize>();
         for w in todo {
             file.release(w.file_offset, w.n_bytes);
+        }
+        // A tied embedding table is looked up in the output matrix's packed copy, so the
+        // file's pages of it, released above, are not brought back row by row (each
+        // fault maps its neighbours too: 2.5 MB of SmolLM2's after 40 tokens).
+        if self.output.file_offset == self.token_embd.file_offset {
+            self.token_embd.packed = self.output.packed.clone();
         }
         packed
     }

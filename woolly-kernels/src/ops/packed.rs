@@ -64,10 +64,55 @@ fn parts<'a, W, X>(
     (&w[first * nb..][..count * nb], &x[t.0 * nb..t.1 * nb])
 }
 
-/// Packs `w` into storage on huge pages ([`crate::huge_pages`]).
-/// Outputs of a multi-token product above which their gather from the tiles' layout runs
-/// on the thread team (about 256 KiB: tens of microseconds of copying).
-const PARALLEL_GATHER: usize = 64 * 1024;
+/// The output buffers of the matrices of one pass, `ys[i]: (batch, rows_i)`, written
+/// by the tasks that compute them: each task moves its row groups' outputs from the tiles'
+/// layout into place while they are still in L1, where a gather after the pass ran on
+/// one thread (at SmolLM2's batch of 8, some 5000 copies of eight floats a layer).
+struct Outputs {
+    ptrs: [*mut f32; 8],
+    lens: [usize; 8],
+}
+
+// SAFETY: `Outputs` is a set of pointers to buffers that outlive the pass; every write
+// goes through `Outputs::write`, whose callers write disjoint ranges (see there).
+unsafe impl Sync for Outputs {}
+// SAFETY: as above.
+unsafe impl Send for Outputs {}
+
+impl Outputs {
+    fn new(ys: &mut [&mut [f32]]) -> Outputs {
+        let mut out = Outputs {
+            ptrs: [std::ptr::null_mut(); 8],
+            lens: [0; 8],
+        };
+        for (i, y) in ys.iter_mut().enumerate() {
+            out.ptrs[i] = y.as_mut_ptr();
+            out.lens[i] = y.len();
+        }
+        out
+    }
+
+    /// Copies `vals` into `ys[i][at..at + vals.len()]`.
+    ///
+    /// # Safety
+    /// No other thread may read or write that range while this runs: the pass gives each
+    /// (matrix, row group) to one task, which writes only that group's eight columns of
+    /// every token's row, and nothing reads `ys` until the pass has returned.
+    ///
+    /// # Panics
+    /// When the range is outside `ys[i]`.
+    unsafe fn write(&self, i: usize, at: usize, vals: &[f32]) {
+        assert!(
+            at + vals.len() <= self.lens[i],
+            "output range out of bounds"
+        );
+        // SAFETY: in bounds (checked above) of a live buffer, written by no one else
+        // meanwhile (the caller's promise); `vals` is another buffer (the tiles' scratch).
+        unsafe {
+            std::ptr::copy_nonoverlapping(vals.as_ptr(), self.ptrs[i].add(at), vals.len());
+        }
+    }
+}
 
 /// `w`'s blocks packed; `consumed(n)` hears, after each group of [`ROWS`] rows, that the
 /// first `n` bytes of `w` will not be read again.
@@ -88,6 +133,15 @@ fn pack_blocks<B: Block + Interleave>(
         })
         .map(|(_, x)| x);
     HugePageBlocks::collect(blocks.len() / ROWS, packed)
+}
+
+/// Row `row` of a packed matrix of `groups` row groups, dequantized into `out`.
+fn unpack_row<B: Block + Interleave>(w: &[B::X8], groups: usize, row: usize, out: &mut [f32]) {
+    let nb = w.len() / groups;
+    let group = &w[row / ROWS * nb..][..nb];
+    for (x8, o) in group.iter().zip(out.chunks_exact_mut(B::BLOCK_LEN)) {
+        B::unpack(x8)[row % ROWS].dequantize(o);
+    }
 }
 
 impl PackedMatrix {
@@ -160,6 +214,23 @@ impl PackedMatrix {
     /// Input columns.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// Dequantizes row `row` into `out` (`cols` values): the same values as
+    /// [`crate::quant::dequantize_row`] on the row as stored in GGUF, read from the packed
+    /// copy (so a tied embedding table needs no pages of the file).
+    ///
+    /// # Panics
+    /// When `row` is out of range or `out.len() != cols`.
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        assert!(row < self.rows, "row {row} of {}", self.rows);
+        assert_eq!(out.len(), self.cols, "a row has {} values", self.cols);
+        match &self.blocks {
+            Packed::Q4_1(b) => unpack_row::<BlockQ4_1>(b, self.groups(), row, out),
+            Packed::Q8_0(b) => unpack_row::<BlockQ8_0>(b, self.groups(), row, out),
+            Packed::Q4K(b) => unpack_row::<BlockQ4K>(b, self.groups(), row, out),
+            Packed::Q6K(b) => unpack_row::<BlockQ6K>(b, self.groups(), row, out),
+        }
     }
 
     /// Bytes held by the packed blocks.
@@ -365,6 +436,8 @@ impl Kernels {
         }
         let yt = &mut yt[..n_out];
         let weights = groups * ROWS * first.cols * batch;
+        let outputs = Outputs::new(ys);
+        let matrix_of = |g: usize| start[..ws.len()].partition_point(|&s| s <= g) - 1;
         for_row_chunks(yt, batch * ROWS, weights, per_task, |g0, chunk| {
             let n_groups = chunk.len() / (batch * ROWS);
             for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
@@ -372,7 +445,7 @@ impl Kernels {
                 let mut j = 0;
                 while j < n_groups {
                     let g = g0 + j;
-                    let i = start[..ws.len()].partition_point(|&s| s <= g) - 1;
+                    let i = matrix_of(g);
                     let (gi, stride) = (g - start[i], batch * ROWS);
                     let (out, rest) = chunk[j * stride..].split_at_mut(stride);
                     let out = &mut out[t0 * ROWS..t1 * ROWS];
@@ -387,29 +460,18 @@ impl Kernels {
                     j += 1;
                 }
             }
+            // This task's groups, (n_groups, batch, 8), into each token's row.
+            for (j, group) in chunk.chunks_exact(batch * ROWS).enumerate() {
+                let g = g0 + j;
+                let i = matrix_of(g);
+                let (col, rows) = ((g - start[i]) * ROWS, ws[i].rows);
+                for (t, vals) in group.chunks_exact(ROWS).enumerate() {
+                    // SAFETY: group `g` belongs to this task alone, and it writes only
+                    // the group's eight columns of each row (see `Outputs::write`).
+                    unsafe { outputs.write(i, t * rows + col, vals) };
+                }
+            }
         });
-        for ((w, y), &s) in ws.iter().zip(ys.iter_mut()).zip(&start) {
-            let part = &yt[s * batch * ROWS..][..w.rows * batch];
-            if batch == 1 {
-                // One token: the group-major layout is already the row order.
-                y.copy_from_slice(part);
-                continue;
-            }
-            // Token `t`'s row gathers its eight outputs from every group; large outputs
-            // (the vocabulary's) are gathered on the thread team, a token per task.
-            let gather = |t: usize, row: &mut [f32]| {
-                for (g, o) in row.chunks_exact_mut(ROWS).enumerate() {
-                    o.copy_from_slice(&part[(g * batch + t) * ROWS..][..ROWS]);
-                }
-            };
-            if w.rows * batch >= PARALLEL_GATHER {
-                crate::team::for_each_chunk(y, w.rows, gather);
-            } else {
-                for (t, row) in y.chunks_exact_mut(w.rows).enumerate() {
-                    gather(t, row);
-                }
-            }
-        }
         Ok(())
     }
 }
@@ -436,6 +498,31 @@ mod tests {
             let group = w.len() / (rows / ROWS);
             let want: Vec<usize> = (1..=rows / ROWS).map(|g| g * group).collect();
             assert_eq!(seen, want, "{ty}");
+        }
+    }
+
+    /// Every row dequantized from the packed copy equals the row dequantized from the
+    /// GGUF bytes, bit for bit, for random weights of every packed type.
+    #[test]
+    fn packed_rows_dequantize_as_the_file_rows() {
+        let mut rng = TestRng::new(8);
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+            let rows = 8 * rng.range(1, 6);
+            let cols = 256 * rng.range(1, 4);
+            let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+            quant::quantize_row(ty, &rng.f32s(rows * cols), &mut w).unwrap();
+            let packed = PackedMatrix::pack(ty, &w, rows, cols).unwrap().unwrap();
+            let row_bytes = w.len() / rows;
+            let (mut want, mut got) = (vec![0.0; cols], vec![f32::NAN; cols]);
+            for r in 0..rows {
+                quant::dequantize_row(ty, &w[r * row_bytes..][..row_bytes], &mut want).unwrap();
+                packed.dequantize_row(r, &mut got);
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{ty} {rows}x{cols}, row {r}");
+            }
         }
     }
 
@@ -473,10 +560,10 @@ mod tests {
         }
     }
 
-    /// A reused scratch (holding a larger product's outputs) and outputs large enough
-    /// to be gathered on the thread team still give the per-row product's bits.
+    /// A reused scratch (holding a larger product's outputs) and outputs written in place
+    /// by parallel tasks still give the per-row product's bits.
     #[test]
-    fn reused_scratch_and_team_gather_give_the_same_bits() {
+    fn reused_scratch_and_parallel_outputs_give_the_same_bits() {
         let mut rng = TestRng::new(23);
         let ty = GgmlType::Q8_0;
         let cols = 64;
