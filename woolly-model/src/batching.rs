@@ -49,11 +49,13 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use woolly_kernels::team;
+
 use crate::forward::{BatchToken, Scratch};
 use crate::generate::{FinishReason, StopMatcher};
 use crate::kv_cache::{KvCache, KvCacheError, KvType};
 use crate::model::Model;
-use crate::sampling::{Sampler, SamplingParams, top_logprobs};
+use crate::sampling::{SampleError, Sampler, SamplingParams, top_logprobs};
 use crate::tokenizer::StreamDecoder;
 
 /// How the scheduler shares the machine.
@@ -347,6 +349,8 @@ struct Job {
     generated: usize,
     /// The last sampled token, to evaluate next step; None while reading the prompt.
     next: Option<u32>,
+    /// This step's sampled token, between the parallel sampling and the streaming.
+    sampled: Option<Result<u32, SampleError>>,
     cached: usize,
     queue_time: Duration,
     t_slot: Instant,
@@ -376,6 +380,8 @@ pub struct Scheduler {
     batch: Vec<BatchToken>,
     /// Slot of each batch token that asked for logits, in batch order.
     logit_slots: Vec<usize>,
+    /// Row of each slot's logits this step, if it has any. (slots,)
+    row_of_slot: Vec<Option<usize>>,
     /// Counts slot assignments: the clock of `Slot::last_used`.
     clock: u64,
     /// Slot where the next round of prompt chunks starts (fairness between prompts).
@@ -436,6 +442,7 @@ impl Scheduler {
             stats,
             batch: Vec::with_capacity(opts.max_batch_tokens),
             logit_slots: Vec::new(),
+            row_of_slot: Vec::new(),
             clock: 0,
             prefill_turn: 0,
             stopping: false,
@@ -564,6 +571,7 @@ impl Scheduler {
                 stop: StopMatcher::new(&req.stop),
                 generated: 0,
                 next: None,
+                sampled: None,
                 cached: keep,
                 queue_time,
                 t_slot: Instant::now(),
@@ -650,9 +658,34 @@ impl Scheduler {
         self.stats
             .prompt_tokens
             .fetch_add(prompt_evaluated, Ordering::Relaxed);
+        self.sample_all();
         for row in 0..self.logit_slots.len() {
             let i = self.logit_slots[row];
             self.sample(i, row);
+        }
+    }
+
+    /// Samples the next token of every slot with logits this step, into its job's
+    /// `sampled`: on the thread team when there are several (each slot has its own
+    /// sampler and logits row, so the split changes no token).
+    fn sample_all(&mut self) {
+        self.row_of_slot.clear();
+        self.row_of_slot.resize(self.slots.len(), None);
+        for (row, &i) in self.logit_slots.iter().enumerate() {
+            self.row_of_slot[i] = Some(row);
+        }
+        let (rows, scratch) = (&self.row_of_slot, &self.scratch);
+        let sample = |i: usize, slot: &mut [Slot]| {
+            if let (Some(row), Some(job)) = (rows[i], slot[0].job.as_mut()) {
+                job.sampled = Some(job.sampler.sample(scratch.logits_row(row), &job.history));
+            }
+        };
+        if self.logit_slots.len() < 2 {
+            for (i, slot) in self.slots.chunks_mut(1).enumerate() {
+                sample(i, slot);
+            }
+        } else {
+            team::for_each_chunk(&mut self.slots, 1, sample);
         }
     }
 
@@ -664,7 +697,11 @@ impl Scheduler {
         let logits = self.scratch.logits_row(row);
         let slot = &mut self.slots[i];
         let Some(job) = slot.job.as_mut() else { return };
-        let token = match job.sampler.sample(logits, &job.history) {
+        let sampled = job
+            .sampled
+            .take()
+            .expect("sample_all sampled every logits row");
+        let token = match sampled {
             Ok(t) => t,
             Err(e) => return self.fail(i, &format!("sampling: {e}")),
         };
