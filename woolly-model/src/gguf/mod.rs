@@ -230,6 +230,16 @@ impl GgufFile {
         }
     }
 
+    /// Forgets the metadata pairs of `keys` (those present), for arrays another structure
+    /// has copied, and drops the pages of the file's header from resident memory: every
+    /// pair was copied out of them when the file was parsed.
+    pub(crate) fn forget_metadata(&mut self, keys: &[&str]) {
+        for key in keys {
+            self.metadata.remove(key);
+        }
+        self.release(0, self.data_offset as usize);
+    }
+
     /// The metadata pairs.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata

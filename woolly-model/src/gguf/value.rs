@@ -178,6 +178,18 @@ impl Metadata {
         Ok(())
     }
 
+    /// Removes `key`'s pair, returning its value.
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Value> {
+        let i = self.index.remove(key)?;
+        let (_, value) = self.entries.remove(i);
+        for j in self.index.values_mut() {
+            if *j > i {
+                *j -= 1;
+            }
+        }
+        Some(value)
+    }
+
     /// All pairs, in file order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v))

@@ -64,6 +64,7 @@ mod pretokenize;
 mod special;
 mod spm;
 mod stream;
+mod texts;
 mod vocab;
 
 use std::borrow::Cow;

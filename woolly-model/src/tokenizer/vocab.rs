@@ -8,7 +8,7 @@
 
 use super::TokenizerError;
 use super::bpe::byte_decode_char;
-use super::hash::FxHashMap;
+use super::texts::TextTable;
 use crate::gguf::{Array, Metadata, Value};
 
 /// Metadata keys read by the tokenizer.
@@ -129,13 +129,12 @@ pub(crate) struct Vocab {
     pub kind: TokenizerKind,
     /// `tokenizer.ggml.pre` as written (None when absent).
     pub pre: Option<String>,
-    texts: Vec<String>,
+    texts: TextTable,
     types: Vec<TokenType>,
     scores: Vec<f32>,
     /// Concatenated raw bytes of every token; token `i` is `bytes[offsets[i]..offsets[i+1]]`.
     bytes: Vec<u8>,
     offsets: Vec<usize>,
-    index: FxHashMap<String, u32>,
     /// For SentencePiece byte fallback: the token for each byte (`<0xHH>`, else the
     /// one-byte string).
     byte_tokens: [Option<u32>; 256],
@@ -285,33 +284,35 @@ impl Vocab {
 
         // Token strings; an empty one is renamed as llama.cpp does, so it stays unique
         // and visible.
-        let mut texts = Vec::with_capacity(n);
-        let mut index = FxHashMap::default();
-        index.reserve(n);
+        let mut texts = TextTable::with_capacity(n);
         let mut max_token_len = 0;
         for (i, t) in tokens.iter().enumerate() {
             let id = i as u32;
+            let renamed;
             let text = if t.is_empty() {
-                format!("[EMPTY_{i}]")
+                renamed = format!("[EMPTY_{i}]");
+                &renamed
             } else {
-                t.clone()
+                t
             };
-            if let Some(&first) = index.get(&text) {
+            if let Some(first) = texts.get(text) {
                 return Err(TokenizerError::DuplicateToken {
-                    token: text,
+                    token: text.to_owned(),
                     first,
                     second: id,
                 });
             }
-            if types[i] == TokenType::Byte && parse_byte_token(&text).is_none() {
-                return Err(TokenizerError::BadByteToken { id, token: text });
+            if types[i] == TokenType::Byte && parse_byte_token(text).is_none() {
+                return Err(TokenizerError::BadByteToken {
+                    id,
+                    token: text.to_owned(),
+                });
             }
             max_token_len = max_token_len.max(text.len());
-            index.insert(text.clone(), id);
             texts.push(text);
         }
 
-        let special = read_special_ids(md, kind, n, &index, &mut types)?;
+        let special = read_special_ids(md, kind, n, &texts, &mut types)?;
 
         // Flags: model defaults, then the file's keys.
         let is_llama3_family = kind == TokenizerKind::Bpe
@@ -346,11 +347,9 @@ impl Vocab {
         let mut byte_tokens = [None; 256];
         for (b, slot) in byte_tokens.iter_mut().enumerate() {
             let hex = format!("<0x{b:02X}>");
-            *slot = index.get(hex.as_str()).copied().or_else(|| {
+            *slot = texts.get(&hex).or_else(|| {
                 let one = [b as u8];
-                std::str::from_utf8(&one)
-                    .ok()
-                    .and_then(|s| index.get(s).copied())
+                std::str::from_utf8(&one).ok().and_then(|s| texts.get(s))
             });
         }
 
@@ -358,7 +357,8 @@ impl Vocab {
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
-        for (text, &ty) in texts.iter().zip(&types) {
+        for (id, &ty) in types.iter().enumerate() {
+            let text = texts.text(id as u32).expect("one type per token");
             render_token(kind, text, ty, &mut bytes);
             offsets.push(bytes.len());
         }
@@ -371,7 +371,6 @@ impl Vocab {
             scores,
             bytes,
             offsets,
-            index,
             byte_tokens,
             max_token_len,
             special,
@@ -388,7 +387,7 @@ impl Vocab {
 
     /// The vocabulary string of `id`.
     pub fn text(&self, id: u32) -> Option<&str> {
-        self.texts.get(id as usize).map(String::as_str)
+        self.texts.text(id)
     }
 
     /// The type of `id`.
@@ -412,14 +411,14 @@ impl Vocab {
 
     /// The id of the token whose string is exactly `text`, of any type.
     pub fn id(&self, text: &str) -> Option<u32> {
-        self.index.get(text).copied()
+        self.texts.get(text)
     }
 
     /// The id of `text` if plain-text tokenization may produce it (see
     /// [`TokenType::is_mergeable`]).
     #[inline]
     pub fn mergeable_id(&self, text: &str) -> Option<u32> {
-        let id = *self.index.get(text)?;
+        let id = self.texts.get(text)?;
         self.types[id as usize].is_mergeable().then_some(id)
     }
 
@@ -453,10 +452,8 @@ impl Vocab {
             })
             .collect();
         ids.sort_by(|&a, &b| {
-            self.texts[b as usize]
-                .len()
-                .cmp(&self.texts[a as usize].len())
-                .then(a.cmp(&b))
+            let len = |id: u32| self.texts.text(id).map_or(0, str::len);
+            len(b).cmp(&len(a)).then(a.cmp(&b))
         });
         ids
     }
@@ -492,7 +489,7 @@ fn read_special_ids(
     md: &Metadata,
     kind: TokenizerKind,
     n: usize,
-    index: &FxHashMap<String, u32>,
+    index: &TextTable,
     types: &mut [TokenType],
 ) -> Result<SpecialIds, TokenizerError> {
     let in_range = |id: u32| (id as usize) < n;
@@ -527,7 +524,7 @@ fn read_special_ids(
 
     // The lowest id whose text is in `texts`, forced to control type.
     let mut find = |texts: &[&str]| -> Option<u32> {
-        let id = texts.iter().filter_map(|t| index.get(*t).copied()).min()?;
+        let id = texts.iter().filter_map(|t| index.get(t)).min()?;
         types[id as usize] = TokenType::Control;
         Some(id)
     };
@@ -552,7 +549,7 @@ fn read_special_ids(
 
     let mut eog: Vec<u32> = [fim_pad, fim_rep, fim_sep].into_iter().flatten().collect();
     for text in EOG_TEXTS {
-        if let Some(&id) = index.get(*text) {
+        if let Some(id) = index.get(text) {
             if types[id as usize] != TokenType::Control {
                 types[id as usize] = TokenType::Control;
             }
@@ -566,8 +563,8 @@ fn read_special_ids(
     // llama.cpp's model-specific exceptions: with <|return|>/<|call|> (o200k_harmony) or
     // <|calls|>/<|flush|> (solar-open), <|end|> is not end of generation; with
     // <|tool_response> (gemma4), </s> is not.
-    let has = |eog: &[u32], t: &str| index.get(t).is_some_and(|id| eog.contains(id));
-    if let Some(&end) = index.get("<|end|>") {
+    let has = |eog: &[u32], t: &str| index.get(t).is_some_and(|id| eog.contains(&id));
+    if let Some(end) = index.get("<|end|>") {
         let harmony = has(&eog, "<|return|>") && has(&eog, "<|call|>");
         let solar = (has(&eog, "<|call|>") || has(&eog, "<|calls|>")) && has(&eog, "<|flush|>");
         if eog.contains(&end) && (harmony || solar) {
@@ -575,7 +572,7 @@ fn read_special_ids(
             types[end as usize] = TokenType::UserDefined;
         }
     }
-    if let Some(&s_id) = index.get("</s>")
+    if let Some(s_id) = index.get("</s>")
         && has(&eog, "<|tool_response>")
         && eog.contains(&s_id)
     {
