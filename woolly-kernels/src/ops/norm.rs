@@ -38,17 +38,8 @@ pub fn rmsnorm<V: Simd, const D: usize>(v: V, x: &[f32], w: &[f32], eps: f32, y:
 pub fn softmax<V: Simd>(v: V, x: &mut [f32]) {
     let n = x.len();
     let l = V::LANES;
-    // Pass 1: the maximum (NEG_INFINITY-filled tails do not change it).
-    let mut m = v.splat(f32::NEG_INFINITY);
-    let mut i = 0;
-    while i + l <= n {
-        m = v.max(m, v.load(&x[i..]));
-        i += l;
-    }
-    if i < n {
-        m = v.max(m, v.load_partial(&x[i..], f32::NEG_INFINITY));
-    }
-    let max = v.splat(v.hmax(m));
+    // Pass 1: the maximum.
+    let max = v.splat(v.max_of(x));
     // Pass 2: exponentials and their sum.
     let mut sum = v.zero();
     let mut i = 0;
