@@ -66,7 +66,7 @@ pub struct Scratch {
     /// (n, kv_dim) keys and values of the batch.
     k: Vec<f32>,
     v: Vec<f32>,
-    /// (n, n_ff) gate and up projections.
+    /// (ffn_rows(n), n_ff) gate and up projections of a chunk of rows.
     gate: Vec<f32>,
     up: Vec<f32>,
     /// Attention scores: one `(n_head / n_head_kv, n_ctx)` buffer per attention worker
@@ -89,30 +89,52 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Buffers for batches of up to `max_batch` tokens and contexts of `n_ctx`.
+    /// Buffers for batches of up to `max_batch` tokens and contexts of `n_ctx`. The
+    /// per-token buffers grow to the largest batch seen ([`Scratch::fit`]), so a short
+    /// prompt does not hold memory for `max_batch` rows.
     pub fn new(cfg: &LlamaConfig, max_batch: usize, n_ctx: usize) -> Scratch {
         let n = max_batch.max(1);
         let scores_len = cfg.n_head / cfg.n_head_kv * n_ctx;
         Scratch {
             max_batch: n,
-            x: vec![0.0; n * cfg.n_embd],
-            xb: vec![0.0; n * cfg.n_embd],
-            xb2: vec![0.0; n * cfg.n_embd],
-            q: vec![0.0; n * cfg.n_embd],
-            k: vec![0.0; n * cfg.kv_dim()],
-            v: vec![0.0; n * cfg.kv_dim()],
-            gate: vec![0.0; n * cfg.n_ff],
-            up: vec![0.0; n * cfg.n_ff],
+            x: Vec::new(),
+            xb: Vec::new(),
+            xb2: Vec::new(),
+            q: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            gate: Vec::new(),
+            up: Vec::new(),
             scores: vec![0.0; attention_workers(team::workers()) * scores_len],
             scores_len,
-            rope_cos: vec![0.0; n * (cfg.rope_dim / 2)],
-            rope_sin: vec![0.0; n * (cfg.rope_dim / 2)],
+            rope_cos: Vec::new(),
+            rope_sin: Vec::new(),
             seq_next: Vec::with_capacity(n),
             lin: LinearScratch::default(),
             hidden: Vec::new(),
             logits: Vec::new(),
             n_vocab: cfg.n_vocab,
         }
+    }
+
+    /// Grows the per-token buffers to hold a batch of `n` tokens (never shrinks them).
+    fn fit(&mut self, cfg: &LlamaConfig, n: usize) {
+        fn grow(buf: &mut Vec<f32>, len: usize) {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        }
+        let (d, kv_dim, half) = (cfg.n_embd, cfg.kv_dim(), cfg.rope_dim / 2);
+        for buf in [&mut self.x, &mut self.xb, &mut self.xb2, &mut self.q] {
+            grow(buf, n * d);
+        }
+        grow(&mut self.k, n * kv_dim);
+        grow(&mut self.v, n * kv_dim);
+        grow(&mut self.rope_cos, n * half);
+        grow(&mut self.rope_sin, n * half);
+        let ffn_rows = ffn_rows(n);
+        grow(&mut self.gate, ffn_rows * cfg.n_ff);
+        grow(&mut self.up, ffn_rows * cfg.n_ff);
     }
 
     /// Logits of the last batch: one row of `n_vocab` per token that asked for them.
@@ -123,6 +145,23 @@ impl Scratch {
     /// Row `i` of [`Scratch::logits`].
     pub fn logits_row(&self, i: usize) -> &[f32] {
         &self.logits[i * self.n_vocab..(i + 1) * self.n_vocab]
+    }
+}
+
+/// Rows of a batch that go through the feed-forward block together: its (rows, n_ff)
+/// buffers are the largest of a pass (two of them, 23 MiB for a 512-token batch of a
+/// TinyLlama shape), and a packed product reads each weight block once per 64 tokens
+/// anyway (`woolly_kernels::ops::packed`), so larger chunks would gain nothing. Each
+/// row's result is independent of the others, so the chunking changes no bit.
+const FFN_ROWS: usize = 64;
+
+/// The rows of a batch of `n` that go through the feed-forward block together: all of
+/// them in the ggml-exact mode, whose arithmetic depends on the batch shape.
+fn ffn_rows(n: usize) -> usize {
+    if crate::ggml_exact::on() {
+        n
+    } else {
+        n.min(FFN_ROWS)
     }
 }
 
@@ -450,6 +489,7 @@ pub fn forward(
 ) -> Result<(), ForwardError> {
     validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
     let cfg = model.config();
+    s.fit(cfg, batch.len());
     let w = model.weights();
     let n = batch.len();
     let (d, kv_dim, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
@@ -561,39 +601,39 @@ pub fn forward(
         } else {
             n
         };
-        // Feed-forward block: SwiGLU.
-        rmsnorm(
-            &mut s.xb[..nf * d],
-            &s.x[..nf * d],
-            &norms.ffn[l],
-            cfg.rms_eps,
-        );
-        // gate and up (n, ff): one pass over both matrices.
-        matmul_many(
-            model.kernels(),
-            [(&lw.w_gate, data(&lw.w_gate)), (&lw.w_up, data(&lw.w_up))],
-            &s.xb[..nf * d],
-            nf,
-            &mut [&mut s.gate[..nf * ff], &mut s.up[..nf * ff]],
-            &mut s.lin,
-        );
-        swiglu(
-            model.kernels(),
-            &mut s.gate[..nf * ff],
-            &s.up[..nf * ff],
-            ff,
-        );
-        matmul(
-            model.kernels(),
-            &lw.w_down,
-            data(&lw.w_down),
-            &s.gate[..nf * ff],
-            nf,
-            &mut s.xb2[..nf * d],
-            &mut s.lin,
-        );
-        for (x, o) in s.x[..nf * d].iter_mut().zip(&s.xb2[..nf * d]) {
-            *x += o;
+        // Feed-forward block: SwiGLU, a chunk of rows at a time.
+        let chunk = ffn_rows(nf);
+        for r0 in (0..nf).step_by(chunk) {
+            let rows = chunk.min(nf - r0);
+            let (x, xb, xb2) = (
+                &mut s.x[r0 * d..(r0 + rows) * d],
+                &mut s.xb[..rows * d],
+                &mut s.xb2[..rows * d],
+            );
+            let (gate, up) = (&mut s.gate[..rows * ff], &mut s.up[..rows * ff]);
+            rmsnorm(xb, x, &norms.ffn[l], cfg.rms_eps);
+            // gate and up (rows, ff): one pass over both matrices.
+            matmul_many(
+                model.kernels(),
+                [(&lw.w_gate, data(&lw.w_gate)), (&lw.w_up, data(&lw.w_up))],
+                xb,
+                rows,
+                &mut [&mut *gate, &mut *up],
+                &mut s.lin,
+            );
+            swiglu(model.kernels(), gate, up, ff);
+            matmul(
+                model.kernels(),
+                &lw.w_down,
+                data(&lw.w_down),
+                gate,
+                rows,
+                xb2,
+                &mut s.lin,
+            );
+            for (x, o) in x.iter_mut().zip(&*xb2) {
+                *x += o;
+            }
         }
     }
     for t in batch {
