@@ -309,7 +309,9 @@ impl Vocab {
                 });
             }
             max_token_len = max_token_len.max(text.len());
-            texts.push(text);
+            texts.push(text).map_err(|_| {
+                TokenizerError::BadVocabularySize("its token strings exceed 4 GiB".into())
+            })?;
         }
 
         let special = read_special_ids(md, kind, n, &texts, &mut types)?;
