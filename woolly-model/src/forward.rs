@@ -441,7 +441,7 @@ fn validate(
     kv: &KvCache,
     max: usize,
     next: &mut Vec<(usize, usize)>,
-) -> Result<(), ForwardError> {
+) -> Result<bool, ForwardError> {
     if batch.is_empty() || batch.len() > max {
         return Err(ForwardError::BatchSize {
             n: batch.len(),
@@ -450,6 +450,7 @@ fn validate(
     }
     let n_vocab = model.config().n_vocab;
     next.clear();
+    let mut runs_on = true;
     for t in batch {
         if t.token as usize >= n_vocab {
             return Err(ForwardError::BadToken {
@@ -474,20 +475,60 @@ fn validate(
                 expected_prev: *expected as isize - 1,
             });
         }
+        runs_on &= t.pos == *expected;
         *expected = t.pos + 1;
     }
-    Ok(())
+    Ok(runs_on)
 }
+
+/// Tokens evaluated together within a batch: the per-token buffers of a pass hold this
+/// many rows, however long the batch (an 8 KiB row of each of five buffers per token for
+/// a 2048-wide model), while a packed product reads each weight block once per 64
+/// tokens anyway ([`FFN_ROWS`]).
+const SUB_BATCH: usize = 64;
 
 /// Evaluates `batch`, writing its keys and values into `kv` and the requested logits
 /// into `scratch`.
+///
+/// A batch longer than [`SUB_BATCH`] runs as consecutive sub-batches (each row's result
+/// is independent of the rows beside it, so this changes no bit) when every sequence's
+/// positions run on by one, as a prompt's do; a batch that restarts a sequence midway,
+/// and any batch in the ggml-exact mode (whose arithmetic depends on the batch shape),
+/// runs whole.
 pub fn forward(
     model: &Model,
     batch: &[BatchToken],
     kv: &mut KvCache,
     s: &mut Scratch,
 ) -> Result<(), ForwardError> {
-    validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
+    let runs_on = validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
+    let n_vocab = model.config().n_vocab;
+    if !runs_on || crate::ggml_exact::on() || batch.len() <= SUB_BATCH {
+        return forward_sub_batch(model, batch, kv, s, 0);
+    }
+    let mut rows = 0;
+    for (k, sub) in batch.chunks(SUB_BATCH).enumerate() {
+        forward_sub_batch(model, sub, kv, s, rows).map_err(|e| match e {
+            ForwardError::NonFinite { index } => ForwardError::NonFinite {
+                index: index + k * SUB_BATCH,
+            },
+            e => e,
+        })?;
+        rows += sub.iter().filter(|t| t.logits).count();
+    }
+    s.logits.truncate(rows * n_vocab);
+    Ok(())
+}
+
+/// [`forward`] on a validated batch, its logits written from row `first_row` of
+/// [`Scratch::logits`] on (the rows before it are kept).
+fn forward_sub_batch(
+    model: &Model,
+    batch: &[BatchToken],
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    first_row: usize,
+) -> Result<(), ForwardError> {
     let cfg = model.config();
     s.fit(cfg, batch.len());
     let w = model.weights();
@@ -648,7 +689,8 @@ pub fn forward(
     }
     // The rows that want logits are the first `m` of `x` (compacted in the last layer).
     rmsnorm(&mut s.hidden, &s.x[..m * d], &norms.output, cfg.rms_eps);
-    s.logits.resize(m * cfg.n_vocab, 0.0);
+    let logits_at = first_row * cfg.n_vocab;
+    s.logits.resize(logits_at + m * cfg.n_vocab, 0.0);
     if m > 0 {
         matmul(
             model.kernels(),
@@ -656,12 +698,11 @@ pub fn forward(
             data(&w.output),
             &s.hidden,
             m,
-            &mut s.logits,
+            &mut s.logits[logits_at..],
             &mut s.lin,
         );
     }
-    if let Some(row) = s
-        .logits
+    if let Some(row) = s.logits[logits_at..]
         .chunks_exact(cfg.n_vocab)
         .position(|r| r.iter().any(|v| !v.is_finite()))
     {
@@ -682,8 +723,8 @@ mod tests {
     use crate::kv_cache::KvType;
     use crate::paths::conformance_file;
 
-    /// Logits of `tokens` of sequence 0 evaluated as one batch (every token's) or one token
-    /// at a time (the last token's), in a pool of `threads`.
+    /// Every token's logits, `tokens` of sequence 0 evaluated as one batch or one token at
+    /// a time, in a pool of `threads`.
     fn logits(model: &Model, tokens: &[u32], threads: usize, one_by_one: bool) -> Vec<f32> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -702,25 +743,30 @@ mod tests {
                 })
                 .collect();
             if one_by_one {
+                let mut all = Vec::new();
                 for t in &batch {
                     model
                         .forward(std::slice::from_ref(t), &mut kv, &mut s)
                         .unwrap();
+                    all.extend_from_slice(s.logits());
                 }
+                all
             } else {
                 model.forward(&batch, &mut kv, &mut s).unwrap();
+                s.logits().to_vec()
             }
-            s.logits().to_vec()
         })
     }
 
     /// A token's logits are the same bits whatever the thread count and whatever else is
-    /// in its batch: attention tasks are split over threads, never a task's arithmetic.
+    /// in its batch: attention tasks are split over threads, never a task's arithmetic,
+    /// and a long batch runs as sub-batches whose logits rows follow one another.
     #[test]
     fn logits_do_not_depend_on_threads_or_batch() {
         let model = Model::load(conformance_file("models/tiny-q4km.gguf")).unwrap();
-        // Long enough for the attention of the batch to be split over threads.
-        let tokens: Vec<u32> = (0..70).map(|i| 1 + (i * 7919) % 31_000).collect();
+        // Long enough for the attention of the batch to be split over threads, and for
+        // three sub-batches (the last one short).
+        let tokens: Vec<u32> = (0..150).map(|i| 1 + (i * 7919) % 31_000).collect();
         let one = logits(&model, &tokens, 1, false);
         for threads in [2, 3, 5] {
             assert!(
@@ -728,10 +774,9 @@ mod tests {
                 "{threads} threads"
             );
         }
-        let n_vocab = model.config().n_vocab;
-        let last = &one[(tokens.len() - 1) * n_vocab..];
+        assert_eq!(one.len(), tokens.len() * model.config().n_vocab);
         assert!(
-            last == logits(&model, &tokens, 2, true),
+            one == logits(&model, &tokens, 2, true),
             "one token at a time"
         );
     }
