@@ -66,7 +66,7 @@ pub struct Scratch {
     /// (n, kv_dim) keys and values of the batch.
     k: Vec<f32>,
     v: Vec<f32>,
-    /// (ffn_rows(n), n_ff) gate and up projections of a chunk of rows.
+    /// (n, n_ff) gate and up projections.
     gate: Vec<f32>,
     up: Vec<f32>,
     /// Attention scores: one `(n_head / n_head_kv, n_ctx)` buffer per attention worker
@@ -132,9 +132,8 @@ impl Scratch {
         grow(&mut self.v, n * kv_dim);
         grow(&mut self.rope_cos, n * half);
         grow(&mut self.rope_sin, n * half);
-        let ffn_rows = ffn_rows(n);
-        grow(&mut self.gate, ffn_rows * cfg.n_ff);
-        grow(&mut self.up, ffn_rows * cfg.n_ff);
+        grow(&mut self.gate, n * cfg.n_ff);
+        grow(&mut self.up, n * cfg.n_ff);
     }
 
     /// Logits of the last batch: one row of `n_vocab` per token that asked for them.
@@ -145,23 +144,6 @@ impl Scratch {
     /// Row `i` of [`Scratch::logits`].
     pub fn logits_row(&self, i: usize) -> &[f32] {
         &self.logits[i * self.n_vocab..(i + 1) * self.n_vocab]
-    }
-}
-
-/// Rows of a batch that go through the feed-forward block together: its (rows, n_ff)
-/// buffers are the largest of a pass (two of them, 23 MiB for a 512-token batch of a
-/// TinyLlama shape), and a packed product reads each weight block once per 64 tokens
-/// anyway (`woolly_kernels::ops::packed`), so larger chunks would gain nothing. Each
-/// row's result is independent of the others, so the chunking changes no bit.
-const FFN_ROWS: usize = 64;
-
-/// The rows of a batch of `n` that go through the feed-forward block together: all of
-/// them in the ggml-exact mode, whose arithmetic depends on the batch shape.
-fn ffn_rows(n: usize) -> usize {
-    if crate::ggml_exact::on() {
-        n
-    } else {
-        n.min(FFN_ROWS)
     }
 }
 
@@ -482,9 +464,9 @@ fn validate(
 }
 
 /// Tokens evaluated together within a batch: the per-token buffers of a pass hold this
-/// many rows, however long the batch (an 8 KiB row of each of five buffers per token for
-/// a 2048-wide model), while a packed product reads each weight block once per 64
-/// tokens anyway ([`FFN_ROWS`]).
+/// many rows, however long the batch (for a TinyLlama shape 78 KiB per token, 39 MiB
+/// for 512), while a packed product reads each weight block once per 64 tokens anyway
+/// (`woolly_kernels::ops::packed`), so longer sub-batches would gain nothing.
 const SUB_BATCH: usize = 64;
 
 /// Evaluates `batch`, writing its keys and values into `kv` and the requested logits
@@ -642,39 +624,39 @@ fn forward_sub_batch(
         } else {
             n
         };
-        // Feed-forward block: SwiGLU, a chunk of rows at a time.
-        let chunk = ffn_rows(nf);
-        for r0 in (0..nf).step_by(chunk) {
-            let rows = chunk.min(nf - r0);
-            let (x, xb, xb2) = (
-                &mut s.x[r0 * d..(r0 + rows) * d],
-                &mut s.xb[..rows * d],
-                &mut s.xb2[..rows * d],
-            );
-            let (gate, up) = (&mut s.gate[..rows * ff], &mut s.up[..rows * ff]);
-            rmsnorm(xb, x, &norms.ffn[l], cfg.rms_eps);
-            // gate and up (rows, ff): one pass over both matrices.
-            matmul_many(
-                model.kernels(),
-                [(&lw.w_gate, data(&lw.w_gate)), (&lw.w_up, data(&lw.w_up))],
-                xb,
-                rows,
-                &mut [&mut *gate, &mut *up],
-                &mut s.lin,
-            );
-            swiglu(model.kernels(), gate, up, ff);
-            matmul(
-                model.kernels(),
-                &lw.w_down,
-                data(&lw.w_down),
-                gate,
-                rows,
-                xb2,
-                &mut s.lin,
-            );
-            for (x, o) in x.iter_mut().zip(&*xb2) {
-                *x += o;
-            }
+        // Feed-forward block: SwiGLU.
+        rmsnorm(
+            &mut s.xb[..nf * d],
+            &s.x[..nf * d],
+            &norms.ffn[l],
+            cfg.rms_eps,
+        );
+        // gate and up (n, ff): one pass over both matrices.
+        matmul_many(
+            model.kernels(),
+            [(&lw.w_gate, data(&lw.w_gate)), (&lw.w_up, data(&lw.w_up))],
+            &s.xb[..nf * d],
+            nf,
+            &mut [&mut s.gate[..nf * ff], &mut s.up[..nf * ff]],
+            &mut s.lin,
+        );
+        swiglu(
+            model.kernels(),
+            &mut s.gate[..nf * ff],
+            &s.up[..nf * ff],
+            ff,
+        );
+        matmul(
+            model.kernels(),
+            &lw.w_down,
+            data(&lw.w_down),
+            &s.gate[..nf * ff],
+            nf,
+            &mut s.xb2[..nf * d],
+            &mut s.lin,
+        );
+        for (x, o) in s.x[..nf * d].iter_mut().zip(&s.xb2[..nf * d]) {
+            *x += o;
         }
     }
     for t in batch {
