@@ -484,7 +484,6 @@ pub fn forward(
     s: &mut Scratch,
 ) -> Result<(), ForwardError> {
     let runs_on = validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
-    let n_vocab = model.config().n_vocab;
     if !runs_on || crate::ggml_exact::on() || batch.len() <= SUB_BATCH {
         return forward_sub_batch(model, batch, kv, s, 0);
     }
@@ -498,7 +497,6 @@ pub fn forward(
         })?;
         rows += sub.iter().filter(|t| t.logits).count();
     }
-    s.logits.truncate(rows * n_vocab);
     Ok(())
 }
 
