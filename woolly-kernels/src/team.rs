@@ -18,6 +18,11 @@
 //! configuring the parallelism. Which worker runs which task never changes a result:
 //! callers write each task's output to its own place.
 //!
+//! A worker joins a step only while it is open, and the caller closes it as soon as its
+//! tasks are done and no worker is inside: a worker the scheduler keeps off the cores
+//! (more threads than cores, a shared host, qemu) misses the step instead of holding it
+//! up, since the others take the tasks of its range.
+//!
 //! One step runs on a team at a time. A call made while the team of that size is busy
 //! (another thread's forward pass) or from inside a task runs its tasks inline on the
 //! calling thread, as worker 0, so nesting and concurrent callers are safe.
@@ -239,16 +244,45 @@ impl Job<'_> {
 
 /// What the caller and the workers share.
 struct Shared {
-    /// Bumped once per step; a worker runs the job when it sees a new value.
-    epoch: AtomicU64,
-    /// The current step's [`Job`], valid while `pending > 0`.
+    /// The current step: its epoch, whether it is closed, and how many workers have
+    /// joined it and not yet left (see [`StepState`]). A worker joins only an open step,
+    /// and the caller closes a step only when no worker is in it, so a worker that the
+    /// scheduler keeps off the cores (an oversubscribed or shared machine) never holds
+    /// a step up: the others take its tasks and the step ends without it.
+    state: AtomicU64,
+    /// The current step's [`Job`], valid while its step is open or joined.
     job: AtomicPtr<()>,
-    /// Workers that have not finished the current step.
-    pending: AtomicUsize,
     /// Per worker (index `w - 1`): parked, or about to park, waiting for an unpark.
     sleeping: Vec<AtomicBool>,
     /// Per worker, caller included: the next task of its range.
     cursors: Vec<Cursor>,
+}
+
+/// The fields packed in [`Shared::state`]: the epoch in the high 32 bits (wrapping), a
+/// closed flag, and in the low 31 bits the workers inside the step.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct StepState(u64);
+
+impl StepState {
+    const CLOSED: u64 = 1 << 31;
+    const JOINED: u64 = Self::CLOSED - 1;
+
+    /// The open step `epoch`, with no worker in it yet.
+    fn open(epoch: u32) -> StepState {
+        StepState(u64::from(epoch) << 32)
+    }
+
+    fn epoch(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn closed(self) -> bool {
+        self.0 & Self::CLOSED != 0
+    }
+
+    fn joined(self) -> u64 {
+        self.0 & Self::JOINED
+    }
 }
 
 struct Team {
@@ -263,9 +297,8 @@ struct Team {
 impl Team {
     fn start(size: usize) -> Team {
         let shared = Arc::new(Shared {
-            epoch: AtomicU64::new(0),
+            state: AtomicU64::new(StepState(StepState::CLOSED).0),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            pending: AtomicUsize::new(0),
             sleeping: (1..size).map(|_| AtomicBool::new(false)).collect(),
             cursors: (0..size).map(|_| Cursor::default()).collect(),
         });
@@ -302,12 +335,16 @@ impl Team {
             let start = if w == 0 { 0 } else { job.range_end(w - 1) };
             c.0.store(start, Ordering::Relaxed);
         }
-        s.pending.store(self.size - 1, Ordering::Relaxed);
         s.job
             .store((&raw const job).cast::<()>().cast_mut(), Ordering::Relaxed);
-        // SeqCst pairs with the workers' `sleeping` store and epoch re-check: either a
-        // worker sees the new epoch before parking or we see it sleeping and unpark it.
-        s.epoch.fetch_add(1, Ordering::SeqCst);
+        // The previous step is closed with no worker in it, so nothing else writes the
+        // state now. SeqCst pairs with the workers' `sleeping` store and state re-check:
+        // either a worker sees the new step before parking or we see it sleeping and
+        // unpark it. The store also publishes the job and the cursors (release).
+        let epoch = StepState(s.state.load(Ordering::Relaxed))
+            .epoch()
+            .wrapping_add(1);
+        s.state.store(StepState::open(epoch).0, Ordering::SeqCst);
         for (flag, t) in s.sleeping.iter().zip(&self.threads) {
             if flag.swap(false, Ordering::SeqCst) {
                 t.unpark();
@@ -316,13 +353,27 @@ impl Team {
         IN_TEAM.set(true);
         job.work(0);
         IN_TEAM.set(false);
-        // `job` must outlive every worker's use of it: wait for all of them, whatever
-        // happened in our own share (its panics were caught).
+        // Every task has been taken: those not taken by a worker inside the step ran
+        // here. `job` must outlive every worker's use of it: close the step once no
+        // worker is inside (those that come later see it closed and leave it alone),
+        // whatever happened in our own share (its panics were caught).
         let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
+        loop {
+            let now = s.state.load(Ordering::Acquire);
+            if StepState(now).joined() == 0 {
+                // Acquire: the tasks' writes of the workers that left are visible.
+                let closed = now | StepState::CLOSED;
+                if s.state
+                    .compare_exchange_weak(now, closed, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+                continue;
+            }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(1 << 14) {
-                // A worker descheduled by an oversubscribed machine: let it run.
+            if spins.is_multiple_of(1 << 10) {
+                // A worker descheduled in the middle of a task: let it run.
                 thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -335,44 +386,72 @@ impl Team {
     }
 }
 
-/// A worker: waits for each new epoch, runs its share of the job, reports done.
+/// A worker: waits for each new step, joins it if it is still open, runs tasks until
+/// none are left, and leaves.
 fn worker_loop(s: &Shared, w: usize) {
     IN_TEAM.set(true);
-    let mut seen = 0u64;
+    let mut seen = StepState(s.state.load(Ordering::Relaxed)).epoch();
     loop {
         seen = wait_for_epoch(s, w, seen);
+        #[cfg(test)]
+        tests::hold_point(w);
+        if !join(s, seen) {
+            continue;
+        }
         let job = s.job.load(Ordering::Relaxed).cast_const().cast::<Job<'_>>();
-        // SAFETY: `dispatch` stored a pointer to a live `Job` before bumping the epoch
-        // we acquired, and does not return (ending the job's life) until `pending` is 0;
-        // we decrement `pending` only after our last use of the job. Job is Sync (its
-        // closure is `Sync`, its other fields atomics and a mutex).
+        // SAFETY: `dispatch` stored a pointer to a live `Job` before opening the step we
+        // joined (our acquire in `join` saw that release), and does not return (ending
+        // the job's life) until it has closed the step, which it does only when no
+        // worker is inside; we leave only after our last use of the job. Job is Sync
+        // (its closure is `Sync`, its other fields atomics and a mutex).
         let job = unsafe { &*job };
         job.work(w);
-        s.pending.fetch_sub(1, Ordering::Release);
+        s.state.fetch_sub(1, Ordering::Release);
     }
+}
+
+/// Enters step `epoch` if it is still open; false when it is closed (it ended without
+/// us) or a later step has replaced it (the caller waits for that one next).
+fn join(s: &Shared, epoch: u32) -> bool {
+    let mut now = StepState(s.state.load(Ordering::Relaxed));
+    while now.epoch() == epoch && !now.closed() {
+        match s
+            .state
+            .compare_exchange_weak(now.0, now.0 + 1, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return true,
+            Err(v) => now = StepState(v),
+        }
+    }
+    false
 }
 
 /// Spins up to [`SPIN`] for an epoch other than `seen`, then parks until unparked;
 /// returns the new epoch.
-fn wait_for_epoch(s: &Shared, w: usize, seen: u64) -> u64 {
+fn wait_for_epoch(s: &Shared, w: usize, seen: u32) -> u32 {
+    let epoch = || StepState(s.state.load(Ordering::Acquire)).epoch();
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
-        let e = s.epoch.load(Ordering::Acquire);
+        let e = epoch();
         if e != seen {
             return e;
         }
         spins += 1;
         if spins.is_multiple_of(256) && start.elapsed() >= SPIN {
             let flag = &s.sleeping[w - 1];
-            flag.store(true, Ordering::SeqCst);
-            if s.epoch.load(Ordering::SeqCst) == seen {
+            // A read-modify-write, not a store: the store-then-load order this handshake
+            // needs is then kept even where SeqCst stores and loads alone do not keep it
+            // (qemu-user runs aarch64's STLR-then-LDAR as a plain store and load on x86,
+            // whose store buffer lets the load go first: a lost wake-up).
+            flag.swap(true, Ordering::SeqCst);
+            if StepState(s.state.load(Ordering::SeqCst)).epoch() == seen {
                 // Returns at once if unparked since; spurious returns loop back here.
                 thread::park();
             }
             flag.store(false, Ordering::SeqCst);
             spins = 0;
-            let e = s.epoch.load(Ordering::Acquire);
+            let e = epoch();
             if e != seen {
                 return e;
             }
@@ -476,6 +555,52 @@ mod tests {
                 },
             );
             assert_eq!(total.into_inner(), 8 * 4 + 8);
+        });
+    }
+
+    /// Worker number to keep out of the steps it sees (0: none), at [`hold_point`].
+    static HELD_WORKER: AtomicUsize = AtomicUsize::new(0);
+
+    /// Where a worker that has seen a new step waits while [`HELD_WORKER`] names it, as
+    /// if the scheduler had taken its core away.
+    pub(super) fn hold_point(w: usize) {
+        while HELD_WORKER.load(Ordering::SeqCst) == w {
+            thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// A step does not wait for a worker that is off the cores: the caller runs the
+    /// tasks of that worker's range, closes the step, and the worker, once back, stays
+    /// out of it.
+    #[test]
+    fn a_step_ends_without_a_worker_that_is_held_off() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let step = thread::spawn(move || {
+            pool(2).install(|| {
+                run(2, |_, _| {}); // The team and its worker exist.
+                HELD_WORKER.store(1, Ordering::SeqCst);
+                let by_caller = AtomicUsize::new(0);
+                run(8, |w, _| {
+                    if w == 0 {
+                        by_caller.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                done_tx.send(by_caller.into_inner()).unwrap();
+            })
+        });
+        let by_caller = done_rx.recv_timeout(Duration::from_secs(20));
+        HELD_WORKER.store(0, Ordering::SeqCst);
+        step.join().unwrap();
+        assert_eq!(by_caller, Ok(8), "the step waited for the held worker");
+        // Back, the worker joins the next steps again.
+        pool(2).install(|| {
+            let n = AtomicUsize::new(0);
+            for _ in 0..100 {
+                run(16, |_, _| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            assert_eq!(n.into_inner(), 1600);
         });
     }
 

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -43,7 +44,6 @@ fn count_before(text: &str, word: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs `cargo ARGS`, streaming and scanning its output.
 /// The cargo arguments of a conformance-only run (llama.cpp agreement, printed).
 const CONFORMANCE: &[&str] = &[
     "test",
@@ -54,8 +54,10 @@ const CONFORMANCE: &[&str] = &[
     "--nocapture",
 ];
 
+/// Runs `cargo ARGS`, streaming and scanning its output, and says how long it took.
 fn step(tally: &mut Tally, name: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<()> {
     eprintln!("\n=== xtask ci: {name}: cargo {}", args.join(" "));
+    let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut child = Command::new(cargo)
         .args(args)
@@ -87,10 +89,16 @@ fn step(tally: &mut Tally, name: &str, args: &[&str], envs: &[(&str, &str)]) -> 
     if !status.success() {
         tally.failed_steps.push(name.to_owned());
     }
+    eprintln!(
+        "=== xtask ci: {name}: {} after {:.0} s",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
     let mut tally = Tally::default();
     step(
         &mut tally,
@@ -143,8 +151,11 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("xtask ci: failing steps: {}", tally.failed_steps.join(", "));
     }
     println!(
-        "summary: {} passed, {} failed, {} skipped",
-        tally.passed, tally.failed, tally.skipped
+        "summary: {} passed, {} failed, {} skipped in {:.0} s",
+        tally.passed,
+        tally.failed,
+        tally.skipped,
+        started.elapsed().as_secs_f64()
     );
     if tally.failed_steps.is_empty() && tally.failed == 0 {
         Ok(())
