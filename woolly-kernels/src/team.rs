@@ -372,7 +372,7 @@ impl Team {
                 continue;
             }
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(1 << 10) {
+            if spins.is_multiple_of(1 << 14) {
                 // A worker descheduled in the middle of a task: let it run.
                 thread::yield_now();
             } else {
