@@ -297,7 +297,7 @@ struct Team {
 impl Team {
     fn start(size: usize) -> Team {
         let shared = Arc::new(Shared {
-            state: AtomicU64::new(StepState(StepState::CLOSED).0),
+            state: AtomicU64::new(StepState::CLOSED),
             job: AtomicPtr::new(std::ptr::null_mut()),
             sleeping: (1..size).map(|_| AtomicBool::new(false)).collect(),
             cursors: (0..size).map(|_| Cursor::default()).collect(),

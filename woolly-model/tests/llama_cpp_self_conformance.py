@@ -20,7 +20,7 @@ for fa in (False, True):
         m = llama_cpp.Llama(path, n_ctx=512, n_batch=512, n_threads=2, n_threads_batch=2,
                             logits_all=True, flash_attn=fa, verbose=False)
         nrmse, greedy_ok, agree, total = [], 0, 0, 0
-        for i, case in enumerate(g["cases"]):
+        for case in g["cases"]:
             toks = case["tokens"]; n = len(toks)
             ref = np.fromfile(f"{C}/golden/{case['last_prompt_logits_f32']}", dtype="<f4")
             m.reset(); m.eval(toks)
@@ -37,5 +37,5 @@ for fa in (False, True):
                 if len(top) < 2 or top[0][1] - top[1][1] < 0.1: continue
                 total += 1; agree += int(np.argmax(m.scores[j])) == top[0][0]
         print(f"flash_attn={fa} {name}: NRMSE per case {[round(x,4) for x in nrmse]} worst {max(nrmse):.4f}; "
-              f"greedy 16 {greedy_ok}/5; argmax {agree}/{total}", flush=True)
+              f"greedy 16 {greedy_ok}/{len(g['cases'])}; argmax {agree}/{total}", flush=True)
         del m
