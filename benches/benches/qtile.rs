@@ -1,7 +1,7 @@
 //! Tile kernels over row-interleaved weights against the per-row dot products they
 //! replace (the current matvec path), per format and ISA: one thread, a 4096 x 4096
-//! matrix, one token (`T1`, throughput in weight bytes) and four tokens (`T4`,
-//! throughput in elements = flops, `2 * rows * cols * 4`).
+//! matrix, one token (`T1`, throughput in weight bytes) and four and eight tokens (`T4`, `T8`,
+//! throughput in elements = flops, `2 * rows * cols * T`).
 //!
 //! Run: `cargo bench -p woolly-benches --bench qtile -- [filter]`. The matrix (9-18 MB)
 //! sits in the last-level cache after the first pass; set `WOOLLY_BENCH_MATRICES=N` to
@@ -43,7 +43,7 @@ fn isas() -> Vec<Isa> {
         .collect()
 }
 
-/// Benches one format: `w` is a `ROWS_N x nb` matrix of blocks, `x` four tokens of `nb`
+/// Benches one format: `w` is a `ROWS_N x nb` matrix of blocks, `x` eight tokens of `nb`
 /// activation blocks; `tile(isa, t)`, `pair(isa)` (the two-group tile, where dispatch
 /// has one) and `dot(isa)` give the kernels.
 fn bench_format<'k, B: Interleave + Block, X: Copy>(
@@ -59,8 +59,8 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
     let mats: Vec<Vec<B>> = (0..copies()).map(|_| w.clone()).collect();
     let packed: Vec<Vec<B::X8>> = mats.iter().map(|m| pack_rows(m, ROWS_N)).collect();
     let bytes = (ROWS_N * nb * B::BYTES) as u64;
-    let mut y = vec![0.0f32; 4 * ROWS_N];
-    for t in [1usize, 4] {
+    let mut y = vec![0.0f32; 8 * ROWS_N];
+    for t in [1usize, 4, 8] {
         let mut g = c.benchmark_group(format!("qtile_{name}_{ROWS_N}x{COLS}_T{t}"));
         if t == 1 {
             g.throughput(Throughput::Bytes(bytes));
@@ -141,7 +141,7 @@ fn qtiles(c: &mut Criterion) {
     let nk = ROWS_N * COLS / 256;
     let nl = ROWS_N * COLS / 32;
 
-    let x8k: Vec<BlockQ8K> = rng.q8k(4 * COLS / 256);
+    let x8k: Vec<BlockQ8K> = rng.q8k(8 * COLS / 256);
     bench_format::<BlockQ4K, _>(
         c,
         "q4k",
@@ -178,7 +178,7 @@ fn qtiles(c: &mut Criterion) {
             Box::new(move |w, x| k.call(w, x))
         },
     );
-    let x81: Vec<BlockQ8_1> = rng.q8_1_act(4 * COLS / 32);
+    let x81: Vec<BlockQ8_1> = rng.q8_1_act(8 * COLS / 32);
     bench_format::<BlockQ4_1, _>(
         c,
         "q4_1",
@@ -197,7 +197,7 @@ fn qtiles(c: &mut Criterion) {
             Box::new(move |w, x| k.call(w, x))
         },
     );
-    let x80: Vec<BlockQ8_0> = rng.q8_0_act(4 * COLS / 32);
+    let x80: Vec<BlockQ8_0> = rng.q8_0_act(8 * COLS / 32);
     bench_format::<BlockQ8_0, _>(
         c,
         "q8_0",

@@ -45,6 +45,24 @@ macro_rules! pair_entry {
     };
 }
 
+/// Runs `$body` once for each token `$n` in `0..N` (`N` at most 8), `$n` a constant in
+/// each copy: LLVM leaves a loop over the tokens of the legacy bodies rolled, which keeps
+/// their accumulators on the stack.
+macro_rules! for_each_token {
+    ($n:ident < $N:ident $body:block) => {
+        const { assert!($N <= 8) };
+        for_each_token!(@ $n $N $body 0 1 2 3 4 5 6 7)
+    };
+    (@ $n:ident $N:ident $body:block $($i:literal)*) => {
+        $(
+            if $i < $N {
+                let $n: usize = $i;
+                $body
+            }
+        )*
+    };
+}
+
 /// `lo` in lanes 0..8, `hi` in lanes 8..16.
 #[target_feature(enable = "avx512f,avx2")]
 #[inline]
@@ -57,6 +75,19 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
 #[inline]
 fn join_ps(lo: __m256, hi: __m256) -> __m512 {
     _mm512_castsi512_ps(join(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
+}
+
+/// Two f16 values, each broadcast to sixteen f32 lanes (exact): one `vcvtph2ps` for
+/// both, where `half`'s scalar conversion would test the CPU's features on every call.
+#[target_feature(enable = "avx512f,avx2,f16c")]
+#[inline]
+fn f16_pair16(a: half::f16, b: half::f16) -> (__m512, __m512) {
+    let bits = i32::from(a.to_bits()) | (i32::from(b.to_bits()) << 16);
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    (
+        _mm512_broadcastss_ps(v),
+        _mm512_broadcastss_ps(_mm_movehdup_ps(v)),
+    )
 }
 
 /// Activation quants `q[i..i + 4]` broadcast to all sixteen 32-bit lanes.
@@ -330,7 +361,7 @@ fn q4_1_pair_n<const N: usize>(
         let hi = q.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         let m = join_ps(f16x8(&ba.m), f16x8(&bb.m));
-        for n in 0..N {
+        for_each_token!(n < N {
             let xb = &xs[n][b];
             let z = _mm512_setzero_si512();
             let mut a = _mm512_dpbusd_epi32(z, lo[0], bcast4_16(&xb.qs, 0));
@@ -341,13 +372,13 @@ fn q4_1_pair_n<const N: usize>(
             }
             let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(a, c));
             // The reference's combine: (dw * dx) * isum + m * s, unfused.
-            let (dx, s) = (_mm512_set1_ps(xb.d.to_f32()), _mm512_set1_ps(xb.s.to_f32()));
+            let (dx, s) = f16_pair16(xb.d, xb.s);
             let v = _mm512_add_ps(
                 _mm512_mul_ps(_mm512_mul_ps(dw, dx), isum),
                 _mm512_mul_ps(m, s),
             );
             sum[n] = _mm512_add_ps(sum[n], v);
-        }
+        });
     }
     store_halves(&sum, oa, ob);
 }
@@ -395,7 +426,7 @@ fn q8_0_pair_n<const N: usize>(
             .fold(z, |acc, &v| _mm512_dpbusd_epi32(acc, ones, v));
         let offset = _mm512_slli_epi32::<7>(wsum);
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
-        for n in 0..N {
+        for_each_token!(n < N {
             let xb = &xs[n][b];
             let xu = |k: usize| _mm512_xor_si512(bcast4_16(&xb.qs, 4 * k), bias);
             let mut a = _mm512_dpbusd_epi32(z, xu(0), q[0]);
@@ -406,10 +437,10 @@ fn q8_0_pair_n<const N: usize>(
             }
             let isum = _mm512_sub_epi32(_mm512_add_epi32(a, c), offset);
             // The reference's combine: (dw * dx) * isum.
-            let dx = _mm512_set1_ps(xb.d.to_f32());
+            let (dx, _) = f16_pair16(xb.d, xb.d);
             let v = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
             sum[n] = _mm512_add_ps(sum[n], v);
-        }
+        });
     }
     store_halves(&sum, oa, ob);
 }
