@@ -135,6 +135,30 @@ pub fn for_each_chunk_pair<A: Send, B: Send, S: Send>(
     });
 }
 
+/// Runs `f(i, scratch_w)` for the tasks `0..n_tasks`, with `scratch_w` the chunk (of
+/// `s_chunk`) of `scratch` that belongs to the worker running the task, in parallel as
+/// [`run`] does: per-thread scratch for tasks whose outputs are not one slice.
+///
+/// # Panics
+/// When `scratch` has fewer than [`workers`] chunks, `s_chunk` is 0, or a task panics.
+pub fn for_each_task_with_scratch<S: Send>(
+    n_tasks: usize,
+    (scratch, s_chunk): (&mut [S], usize),
+    f: impl Fn(usize, &mut [S]) + Sync,
+) {
+    assert!(s_chunk > 0, "chunks of zero elements");
+    assert!(
+        scratch.len() / s_chunk >= workers(),
+        "a scratch chunk per worker"
+    );
+    let scratch = RawChunks::new(scratch, s_chunk);
+    run(n_tasks, |w, i| {
+        // SAFETY: `run` never runs two tasks at the same time as the same worker
+        // `w < workers()`, so scratch chunk `w` is borrowed once at a time.
+        f(i, unsafe { scratch.get(w) })
+    });
+}
+
 /// A slice cut into chunks that tasks borrow mutably, each at most once at a time.
 struct RawChunks<'a, T> {
     ptr: *mut T,

@@ -102,6 +102,26 @@ pub(crate) fn for_row_chunks(
     }
 }
 
+/// Runs `f(task, stage)` for the tasks `0..n_tasks`, on the thread team when the matrix
+/// is big enough, `stage` a chunk of `stage_len` elements of `stages` private to the
+/// thread running the task (`stages` holds one per [`crate::team::workers`]). It
+/// allocates nothing.
+pub(crate) fn for_tasks_with_stage(
+    n_tasks: usize,
+    stages: &mut [f32],
+    stage_len: usize,
+    weights: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    if weights < PARALLEL_MIN_WEIGHTS || crate::team::workers() <= 1 {
+        for task in 0..n_tasks {
+            f(task, &mut stages[..stage_len]);
+        }
+    } else {
+        crate::team::for_each_task_with_scratch(n_tasks, (stages, stage_len), f);
+    }
+}
+
 /// Reusable buffers for [`Kernels::matmul_with`]: the quantized activation rows and the
 /// transposed batch result. They grow to the largest shapes seen and are then reused,
 /// so a warm scratch makes a matrix product allocate nothing.
@@ -113,7 +133,9 @@ pub struct MatmulScratch {
     pub(crate) q8_0: Vec<BlockQ8_0>,
     /// Activations quantized to Q8_1.              shape: (batch, cols / 32)
     pub(crate) q8_1: Vec<BlockQ8_1>,
-    /// A batched product's results, row-major over weights.   shape: (rows, batch)
+    /// A batched product's results before they are put in the tokens' rows: all of
+    /// them, row-major over weights, for an unpacked matrix (shape: (rows, batch)); a
+    /// stage per thread for a packed one ([`Kernels::matmul_packed_many_with`]).
     pub(crate) yt: Vec<f32>,
 }
 

@@ -12,7 +12,7 @@ use crate::dispatch::Kernels;
 use crate::huge_pages::HugePageBlocks;
 use crate::isa::Isa;
 use crate::ops::matvec::{
-    MatmulScratch, MatvecError, check_len, check_weights, for_row_chunks, quantize_rows,
+    MatmulScratch, MatvecError, check_len, check_weights, for_tasks_with_stage, quantize_rows,
     rows_per_task, weight_blocks,
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, packed_blocks};
@@ -428,50 +428,61 @@ impl Kernels {
         let bytes: usize = ws.iter().map(|w| w.bytes()).sum();
         // Even, so that two-group kernels find their pairs inside a task.
         let per_task = rows_per_task(groups, bytes / groups * batch).next_multiple_of(2);
-        // (groups, batch, 8): each group's outputs for every token, token-major. The
+        // A task's stage (n_groups, batch, 8): each of its groups' outputs for every
+        // token, token-major, one stage per thread (not one for the whole product: for
+        // a 64-token batch through SmolLM2's gate and up that would be 0.8 MB). The
         // tiles write every element, so the buffer is never cleared, only grown.
-        let n_out = groups * batch * ROWS;
-        if yt.len() < n_out {
-            yt.resize(n_out, 0.0);
+        let stage_len = per_task * batch * ROWS;
+        let n_stages = stage_len * crate::team::workers();
+        if yt.len() < n_stages {
+            yt.resize(n_stages, 0.0);
         }
-        let yt = &mut yt[..n_out];
         let weights = groups * ROWS * first.cols * batch;
         let outputs = Outputs::new(ys);
         let matrix_of = |g: usize| start[..ws.len()].partition_point(|&s| s <= g) - 1;
-        for_row_chunks(yt, batch * ROWS, weights, per_task, |g0, chunk| {
-            let n_groups = chunk.len() / (batch * ROWS);
-            for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
-                let t1 = (t0 + TOKENS_PER_PASS).min(batch);
-                let mut j = 0;
-                while j < n_groups {
+        let n_tasks = groups.div_ceil(per_task);
+        for_tasks_with_stage(
+            n_tasks,
+            &mut yt[..n_stages],
+            stage_len,
+            weights,
+            |task, stage| {
+                let g0 = task * per_task;
+                let n_groups = per_task.min(groups - g0);
+                let chunk = &mut stage[..n_groups * batch * ROWS];
+                for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
+                    let t1 = (t0 + TOKENS_PER_PASS).min(batch);
+                    let mut j = 0;
+                    while j < n_groups {
+                        let g = g0 + j;
+                        let i = matrix_of(g);
+                        let (gi, stride) = (g - start[i], batch * ROWS);
+                        let (out, rest) = chunk[j * stride..].split_at_mut(stride);
+                        let out = &mut out[t0 * ROWS..t1 * ROWS];
+                        if j + 1 < n_groups && gi + 1 < ws[i].groups() {
+                            let next = &mut rest[t0 * ROWS..t1 * ROWS];
+                            if ws[i].tile_pair(self, gi, xq, (t0, t1), out, next) {
+                                j += 2;
+                                continue;
+                            }
+                        }
+                        ws[i].tile(self, gi, xq, (t0, t1), out);
+                        j += 1;
+                    }
+                }
+                // This task's groups, (n_groups, batch, 8), into each token's row.
+                for (j, group) in chunk.chunks_exact(batch * ROWS).enumerate() {
                     let g = g0 + j;
                     let i = matrix_of(g);
-                    let (gi, stride) = (g - start[i], batch * ROWS);
-                    let (out, rest) = chunk[j * stride..].split_at_mut(stride);
-                    let out = &mut out[t0 * ROWS..t1 * ROWS];
-                    if j + 1 < n_groups && gi + 1 < ws[i].groups() {
-                        let next = &mut rest[t0 * ROWS..t1 * ROWS];
-                        if ws[i].tile_pair(self, gi, xq, (t0, t1), out, next) {
-                            j += 2;
-                            continue;
-                        }
+                    let (col, rows) = ((g - start[i]) * ROWS, ws[i].rows);
+                    for (t, vals) in group.chunks_exact(ROWS).enumerate() {
+                        // SAFETY: group `g` belongs to this task alone, and it writes only
+                        // the group's eight columns of each row (see `Outputs::write`).
+                        unsafe { outputs.write(i, t * rows + col, vals) };
                     }
-                    ws[i].tile(self, gi, xq, (t0, t1), out);
-                    j += 1;
                 }
-            }
-            // This task's groups, (n_groups, batch, 8), into each token's row.
-            for (j, group) in chunk.chunks_exact(batch * ROWS).enumerate() {
-                let g = g0 + j;
-                let i = matrix_of(g);
-                let (col, rows) = ((g - start[i]) * ROWS, ws[i].rows);
-                for (t, vals) in group.chunks_exact(ROWS).enumerate() {
-                    // SAFETY: group `g` belongs to this task alone, and it writes only
-                    // the group's eight columns of each row (see `Outputs::write`).
-                    unsafe { outputs.write(i, t * rows + col, vals) };
-                }
-            }
-        });
+            },
+        );
         Ok(())
     }
 }
