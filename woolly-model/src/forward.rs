@@ -463,16 +463,30 @@ fn validate(
     Ok(runs_on)
 }
 
+/// The fewest and most tokens evaluated together within a batch (see [`sub_batch_rows`]).
+const SUB_BATCH_MIN: usize = 16;
+const SUB_BATCH_MAX: usize = 64;
+
 /// Tokens evaluated together within a batch: the per-token buffers of a pass hold this
-/// many rows, however long the batch (for a TinyLlama shape 78 KiB per token, 39 MiB
-/// for 512), while a packed product reads each weight block once per 64 tokens anyway
-/// (`woolly_kernels::ops::packed`), so longer sub-batches would gain nothing.
-const SUB_BATCH: usize = 64;
+/// many rows, however long the batch. A packed product reads each weight block once per
+/// 64 tokens (`woolly_kernels::ops::packed`), so longer sub-batches would gain nothing;
+/// shorter ones keep the buffers within 1% of the model's file (peak resident memory is
+/// the file, the KV cache and little else): the largest power of two from
+/// [`SUB_BATCH_MIN`] to [`SUB_BATCH_MAX`] whose buffers take at most `model_bytes / 100`.
+/// For SmolLM2-135M (101 MiB, 31 KiB per token) that is 32, for a TinyLlama shape 64.
+pub fn sub_batch_rows(cfg: &LlamaConfig, model_bytes: u64) -> usize {
+    let per_token = 4 * (4 * cfg.n_embd + 2 * cfg.kv_dim() + cfg.rope_dim + 2 * cfg.n_ff) as u64;
+    let mut rows = SUB_BATCH_MAX;
+    while rows > SUB_BATCH_MIN && rows as u64 * per_token > model_bytes / 100 {
+        rows /= 2;
+    }
+    rows
+}
 
 /// Evaluates `batch`, writing its keys and values into `kv` and the requested logits
 /// into `scratch`.
 ///
-/// A batch longer than [`SUB_BATCH`] runs as consecutive sub-batches (each row's result
+/// A batch longer than [`Model::sub_batch`] runs as consecutive sub-batches (each row's result
 /// is independent of the rows beside it, so this changes no bit) when every sequence's
 /// positions run on by one, as a prompt's do; a batch that restarts a sequence midway,
 /// and any batch in the ggml-exact mode (whose arithmetic depends on the batch shape),
@@ -484,14 +498,15 @@ pub fn forward(
     s: &mut Scratch,
 ) -> Result<(), ForwardError> {
     let runs_on = validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
-    if !runs_on || crate::ggml_exact::on() || batch.len() <= SUB_BATCH {
+    let sub_batch = model.sub_batch();
+    if !runs_on || crate::ggml_exact::on() || batch.len() <= sub_batch {
         return forward_sub_batch(model, batch, kv, s, 0);
     }
     let mut rows = 0;
-    for (k, sub) in batch.chunks(SUB_BATCH).enumerate() {
+    for (k, sub) in batch.chunks(sub_batch).enumerate() {
         forward_sub_batch(model, sub, kv, s, rows).map_err(|e| match e {
             ForwardError::NonFinite { index } => ForwardError::NonFinite {
-                index: index + k * SUB_BATCH,
+                index: index + k * sub_batch,
             },
             e => e,
         })?;
@@ -744,8 +759,9 @@ mod tests {
     #[test]
     fn logits_do_not_depend_on_threads_or_batch() {
         let model = Model::load(conformance_file("models/tiny-q4km.gguf")).unwrap();
+        assert!(150 % model.sub_batch() != 0);
         // Long enough for the attention of the batch to be split over threads, and for
-        // three sub-batches (the last one short).
+        // several sub-batches (the last one short).
         let tokens: Vec<u32> = (0..150).map(|i| 1 + (i * 7919) % 31_000).collect();
         let one = logits(&model, &tokens, 1, false);
         for threads in [2, 3, 5] {

@@ -61,6 +61,7 @@ pub struct Model {
     norms: Norms,
     tokenizer: Tokenizer,
     kernels: Kernels,
+    sub_batch: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -150,6 +151,7 @@ impl Model {
         if kernels.packs_weights() {
             weights.pack(&file);
         }
+        let sub_batch = crate::forward::sub_batch_rows(&config, file.size());
         Ok(Model {
             file,
             config,
@@ -157,12 +159,19 @@ impl Model {
             norms,
             tokenizer,
             kernels,
+            sub_batch,
         })
     }
 
     /// The hyper-parameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// Tokens a batch evaluates together ([`crate::forward::sub_batch_rows`]): a longer
+    /// prompt batch runs as consecutive sub-batches of this many.
+    pub fn sub_batch(&self) -> usize {
+        self.sub_batch
     }
 
     /// The ISA whose kernels run this model.

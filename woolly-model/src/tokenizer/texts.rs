@@ -36,15 +36,20 @@ fn text_of<'a>(buf: &'a str, starts: &[u32], id: u32) -> &'a str {
 pub(crate) struct TooLarge;
 
 impl TextTable {
-    /// An empty table with room for `n` tokens.
-    pub fn with_capacity(n: usize) -> TextTable {
+    /// An empty table with room for `n` tokens of `text_bytes` bytes in all.
+    pub fn with_capacity(n: usize, text_bytes: usize) -> TextTable {
         let mut starts = Vec::with_capacity(n + 1);
         starts.push(0);
         TextTable {
-            buf: String::new(),
+            buf: String::with_capacity(text_bytes),
             starts,
             ids: HashTable::with_capacity(n),
         }
+    }
+
+    /// Bytes of every token's string together.
+    pub fn text_len(&self) -> usize {
+        self.buf.len()
     }
 
     /// Number of tokens.
@@ -89,7 +94,7 @@ mod tests {
     #[test]
     fn finds_every_string_and_no_other() {
         let words = ["a", "ab", "", "▁the", "<|im_start|>", "ba", "abc"];
-        let mut t = TextTable::with_capacity(2);
+        let mut t = TextTable::with_capacity(2, 0);
         for (i, w) in words.iter().enumerate() {
             assert_eq!(t.get(w), None, "{w:?} before it is added");
             assert_eq!(t.push(w), Ok(i as u32));
@@ -110,7 +115,7 @@ mod tests {
     #[test]
     fn growth_keeps_every_string() {
         let words: Vec<String> = (0..5000).map(|i| format!("w{i:x}")).collect();
-        let mut t = TextTable::with_capacity(0);
+        let mut t = TextTable::with_capacity(0, 0);
         for (i, w) in words.iter().enumerate() {
             assert_eq!(t.push(w), Ok(i as u32));
         }

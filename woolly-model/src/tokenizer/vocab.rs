@@ -134,7 +134,7 @@ pub(crate) struct Vocab {
     scores: Vec<f32>,
     /// Concatenated raw bytes of every token; token `i` is `bytes[offsets[i]..offsets[i+1]]`.
     bytes: Vec<u8>,
-    offsets: Vec<usize>,
+    offsets: Vec<u32>,
     /// For SentencePiece byte fallback: the token for each byte (`<0xHH>`, else the
     /// one-byte string).
     byte_tokens: [Option<u32>; 256],
@@ -269,7 +269,11 @@ impl Vocab {
             )));
         }
 
-        let scores = read_scores(md, n)?;
+        let mut scores = read_scores(md, n)?;
+        if kind == TokenizerKind::Bpe {
+            // Byte-level BPE ranks merges, not tokens: its scores are checked, not kept.
+            scores = Vec::new();
+        }
         let mut types = match md.get_i32_array(keys::TOKEN_TYPE)? {
             None => vec![TokenType::Normal; n],
             Some(t) if t.len() != n => {
@@ -284,7 +288,7 @@ impl Vocab {
 
         // Token strings; an empty one is renamed as llama.cpp does, so it stays unique
         // and visible.
-        let mut texts = TextTable::with_capacity(n);
+        let mut texts = TextTable::with_capacity(n, tokens.iter().map(|t| t.len()).sum());
         let mut max_token_len = 0;
         for (i, t) in tokens.iter().enumerate() {
             let id = i as u32;
@@ -355,15 +359,17 @@ impl Vocab {
             });
         }
 
-        // Raw bytes of every token.
-        let mut bytes = Vec::new();
+        // Raw bytes of every token: no more than its text (`render_token`), so their
+        // offsets fit the `u32` of the text table's.
+        let mut bytes = Vec::with_capacity(texts.text_len());
         let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
         for (id, &ty) in types.iter().enumerate() {
             let text = texts.text(id as u32).expect("one type per token");
             render_token(kind, text, ty, &mut bytes);
-            offsets.push(bytes.len());
+            offsets.push(bytes.len() as u32);
         }
+        bytes.shrink_to_fit();
 
         Ok(Vocab {
             kind,
@@ -397,7 +403,8 @@ impl Vocab {
         self.types.get(id as usize).copied()
     }
 
-    /// The score of `id` (0 when the file has no scores).
+    /// The score of `id` (0 when the file has no scores, and for a BPE vocabulary, whose
+    /// merges are ranked by the merge list instead).
     pub fn score(&self, id: u32) -> f32 {
         self.scores.get(id as usize).copied().unwrap_or(0.0)
     }
@@ -408,7 +415,7 @@ impl Vocab {
         if i >= self.texts.len() {
             return None;
         }
-        Some(&self.bytes[self.offsets[i]..self.offsets[i + 1]])
+        Some(&self.bytes[self.offsets[i] as usize..self.offsets[i + 1] as usize])
     }
 
     /// The id of the token whose string is exactly `text`, of any type.
@@ -461,10 +468,11 @@ impl Vocab {
     }
 }
 
-/// Scores as f32: an f32 or i32 array with one entry per token, or all zero if absent.
+/// Scores as f32: an f32 or i32 array with one entry per token, or empty if absent
+/// ([`Vocab::score`] reads a missing score as 0).
 fn read_scores(md: &Metadata, n: usize) -> Result<Vec<f32>, TokenizerError> {
     let scores: Vec<f32> = match md.get(keys::SCORES) {
-        None => return Ok(vec![0.0; n]),
+        None => return Ok(Vec::new()),
         Some(Value::Array(Array::F32(v))) => v.clone(),
         Some(Value::Array(Array::I32(v))) => v.iter().map(|&s| s as f32).collect(),
         Some(other) => {
@@ -585,7 +593,7 @@ fn read_special_ids(
     Ok(s)
 }
 
-/// Appends the raw bytes `text` (of type `ty`) stands for.
+/// Appends the raw bytes `text` (of type `ty`) stands for: never more than `text`'s own.
 fn render_token(kind: TokenizerKind, text: &str, ty: TokenType, out: &mut Vec<u8>) {
     match ty {
         TokenType::Byte => {
