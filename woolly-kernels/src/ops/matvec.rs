@@ -73,6 +73,22 @@ const MIN_TASK_BYTES: usize = 16 << 10;
 /// Matrices smaller than this many weights run on the calling thread.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
 
+/// Whether a product over `weights` weights (times the batch) runs on the thread team:
+/// when it is big enough and the team has more than one worker.
+fn runs_on_team(weights: usize) -> bool {
+    weights >= PARALLEL_MIN_WEIGHTS && crate::team::workers() > 1
+}
+
+/// The stages [`for_tasks_with_stage`] needs for a product over `weights` weights: one
+/// per worker on the team, one on the calling thread.
+pub(crate) fn stage_count(weights: usize) -> usize {
+    if runs_on_team(weights) {
+        crate::team::workers()
+    } else {
+        1
+    }
+}
+
 /// Output rows per task for a matrix of `rows` rows of `row_bytes` bytes each (times the
 /// batch, which reuses each row): about [`TASKS_PER_THREAD`] tasks per pool thread, none
 /// under [`MIN_TASK_BYTES`]. Every row's result is independent of the split.
@@ -93,18 +109,18 @@ pub(crate) fn for_row_chunks(
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
     let chunk = rows_per_task * stride;
-    if weights < PARALLEL_MIN_WEIGHTS || crate::team::workers() <= 1 {
+    if runs_on_team(weights) {
+        crate::team::for_each_chunk(out, chunk, |i, o| f(i * rows_per_task, o));
+    } else {
         for (i, o) in out.chunks_mut(chunk).enumerate() {
             f(i * rows_per_task, o);
         }
-    } else {
-        crate::team::for_each_chunk(out, chunk, |i, o| f(i * rows_per_task, o));
     }
 }
 
 /// Runs `f(task, stage)` for the tasks `0..n_tasks`, on the thread team when the matrix
 /// is big enough, `stage` a chunk of `stage_len` elements of `stages` private to the
-/// thread running the task (`stages` holds one per [`crate::team::workers`]). It
+/// thread running the task (`stages` holds [`stage_count`]`(weights)` of them). It
 /// allocates nothing.
 pub(crate) fn for_tasks_with_stage(
     n_tasks: usize,
@@ -113,12 +129,12 @@ pub(crate) fn for_tasks_with_stage(
     weights: usize,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
-    if weights < PARALLEL_MIN_WEIGHTS || crate::team::workers() <= 1 {
+    if runs_on_team(weights) {
+        crate::team::for_each_task_with_scratch(n_tasks, (stages, stage_len), f);
+    } else {
         for task in 0..n_tasks {
             f(task, &mut stages[..stage_len]);
         }
-    } else {
-        crate::team::for_each_task_with_scratch(n_tasks, (stages, stage_len), f);
     }
 }
 

@@ -13,7 +13,7 @@ use crate::huge_pages::HugePageBlocks;
 use crate::isa::Isa;
 use crate::ops::matvec::{
     MatmulScratch, MatvecError, check_len, check_weights, for_tasks_with_stage, quantize_rows,
-    rows_per_task, weight_blocks,
+    rows_per_task, stage_count, weight_blocks,
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, packed_blocks};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -432,12 +432,12 @@ impl Kernels {
         // token, token-major, one stage per thread (not one for the whole product: for
         // a 64-token batch through SmolLM2's gate and up that would be 0.8 MB). The
         // tiles write every element, so the buffer is never cleared, only grown.
+        let weights = groups * ROWS * first.cols * batch;
         let stage_len = per_task * batch * ROWS;
-        let n_stages = stage_len * crate::team::workers();
+        let n_stages = stage_len * stage_count(weights);
         if yt.len() < n_stages {
             yt.resize(n_stages, 0.0);
         }
-        let weights = groups * ROWS * first.cols * batch;
         let outputs = Outputs::new(ys);
         let matrix_of = |g: usize| start[..ws.len()].partition_point(|&s| s <= g) - 1;
         let n_tasks = groups.div_ceil(per_task);

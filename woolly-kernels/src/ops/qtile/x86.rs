@@ -35,12 +35,20 @@ pub(super) fn f16x8(v: &[half::f16; ROWS]) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
 }
 
+/// Two f16 values as f32 in lanes 0 and 1 (exact): one `vcvtph2ps` for both, where
+/// `half`'s scalar conversion would test the CPU's features on every call.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+pub(super) fn f16_pair_lanes(a: half::f16, b: half::f16) -> __m128 {
+    let bits = i32::from(a.to_bits()) | (i32::from(b.to_bits()) << 16);
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits))
+}
+
 /// Two f16 values, each broadcast to eight f32 lanes (exact).
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn f16_pair(a: half::f16, b: half::f16) -> (__m256, __m256) {
-    let bits = i32::from(a.to_bits()) | (i32::from(b.to_bits()) << 16);
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    let v = f16_pair_lanes(a, b);
     (
         _mm256_broadcastss_ps(v),
         _mm256_broadcastss_ps(_mm_movehdup_ps(v)),

@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16x8, load32, prefetch_ahead, store8};
+use super::x86::{f16_pair_lanes, f16x8, load32, prefetch_ahead, store8};
 use super::x86_k::{avx512, load16, q32, scale_vnni};
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -77,13 +77,11 @@ fn join_ps(lo: __m256, hi: __m256) -> __m512 {
     _mm512_castsi512_ps(join(_mm256_castps_si256(lo), _mm256_castps_si256(hi)))
 }
 
-/// Two f16 values, each broadcast to sixteen f32 lanes (exact): one `vcvtph2ps` for
-/// both, where `half`'s scalar conversion would test the CPU's features on every call.
+/// Two f16 values, each broadcast to sixteen f32 lanes (exact).
 #[target_feature(enable = "avx512f,avx2,f16c")]
 #[inline]
 fn f16_pair16(a: half::f16, b: half::f16) -> (__m512, __m512) {
-    let bits = i32::from(a.to_bits()) | (i32::from(b.to_bits()) << 16);
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    let v = f16_pair_lanes(a, b);
     (
         _mm512_broadcastss_ps(v),
         _mm512_broadcastss_ps(_mm_movehdup_ps(v)),
