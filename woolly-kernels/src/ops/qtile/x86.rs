@@ -1,7 +1,8 @@
 //! AVX2 and AVX-512 bodies of the tile kernels, stamped from one template
 //! ([`x86_tiles!`]) that differs only in the 4-byte lane dot product: AVX2 multiplies
-//! with `maddubs` then `madd` by ones, AVX-512 uses VNNI's `vpdpbusd` (on 256-bit
-//! vectors: eight rows, one per i32 lane). Both are exact integer sums.
+//! with `maddubs` then `madd` by ones (for Q4_1's nibbles, one `madd` per block:
+//! [`nibble_dot_avx2`]), AVX-512 uses VNNI's `vpdpbusd` (on 256-bit vectors: eight rows,
+//! one per i32 lane). Both are exact integer sums.
 //!
 //! Per weight block the eight rows' quants are decoded once and reused for each of the
 //! tile's tokens; per (block, token) the activation quants are broadcast four at a time,
@@ -111,10 +112,42 @@ pub(super) fn dot4_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, u, s)
 }
 
-/// Stamps the tile kernels for one ISA: `$dot4` is the lane dot product, `$features`
-/// the target features (a superset of AVX2 + FMA + F16C), `$token` the proof type.
+/// `sum_{k<4} dot4(lo[k], q[4k..4k + 4]) + dot4(hi[k], q[16 + 4k..20 + 4k])` in each
+/// i32 lane: one row's nibbles of a 32-weight block against one token's quants, with
+/// AVX2. The products' 16-bit pair sums are added in 16 bits and widened once, which is
+/// exact: a pair sum is at most `2 * 15 * 128 = 3840` in magnitude, eight of them at
+/// most 30720, inside i16. That is one `madd` where [`dot4_avx2`] needs eight.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn nibble_dot_avx2(lo: &[__m256i; 4], hi: &[__m256i; 4], q: &[i8; 32]) -> __m256i {
+    let mut a = _mm256_maddubs_epi16(lo[0], bcast4(q, 0));
+    let mut c = _mm256_maddubs_epi16(hi[0], bcast4(q, 16));
+    for k in 1..4 {
+        a = _mm256_add_epi16(a, _mm256_maddubs_epi16(lo[k], bcast4(q, 4 * k)));
+        c = _mm256_add_epi16(c, _mm256_maddubs_epi16(hi[k], bcast4(q, 16 + 4 * k)));
+    }
+    _mm256_madd_epi16(_mm256_add_epi16(a, c), _mm256_set1_epi16(1))
+}
+
+/// [`nibble_dot_avx2`] with VNNI's `vpdpbusd`, two chains of four.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+#[inline]
+pub(super) fn nibble_dot_vnni(lo: &[__m256i; 4], hi: &[__m256i; 4], q: &[i8; 32]) -> __m256i {
+    let z = _mm256_setzero_si256();
+    let mut a = dot4_vnni(z, lo[0], bcast4(q, 0));
+    let mut c = dot4_vnni(z, hi[0], bcast4(q, 16));
+    for k in 1..4 {
+        a = dot4_vnni(a, lo[k], bcast4(q, 4 * k));
+        c = dot4_vnni(c, hi[k], bcast4(q, 16 + 4 * k));
+    }
+    _mm256_add_epi32(a, c)
+}
+
+/// Stamps the tile kernels for one ISA: `$dot4` is the lane dot product and `$nibble_dot`
+/// a row block's nibble dot product ([`nibble_dot_avx2`]), `$features` the target
+/// features (a superset of AVX2 + FMA + F16C), `$token` the proof type.
 macro_rules! x86_tiles {
-    ($isa:ident, $token:ty, $features:literal, $dot4:ident, $wide:literal) => {
+    ($isa:ident, $token:ty, $features:literal, $dot4:ident, $nibble_dot:ident, $wide:literal) => {
         /// Tile kernels for this ISA (see the module docs).
         pub mod $isa {
             use super::*;
@@ -136,14 +169,7 @@ macro_rules! x86_tiles {
                     let (dw, m) = (f16x8(&wb.d), f16x8(&wb.m));
                     for n in 0..N {
                         let xb = &xs[n][b];
-                        let z = _mm256_setzero_si256();
-                        let mut a = $dot4(z, lo[0], bcast4(&xb.qs, 0));
-                        let mut c = $dot4(z, hi[0], bcast4(&xb.qs, 16));
-                        for k in 1..4 {
-                            a = $dot4(a, lo[k], bcast4(&xb.qs, 4 * k));
-                            c = $dot4(c, hi[k], bcast4(&xb.qs, 16 + 4 * k));
-                        }
-                        let isum = _mm256_cvtepi32_ps(_mm256_add_epi32(a, c));
+                        let isum = _mm256_cvtepi32_ps($nibble_dot(&lo, &hi, &xb.qs));
                         let (dx, s) = f16_pair(xb.d, xb.s);
                         let v = _mm256_add_ps(
                             _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum),
@@ -284,11 +310,19 @@ fn n_tok_of(out: &[f32]) -> usize {
     out.len() / ROWS
 }
 
-x86_tiles!(avx2, crate::isa::Avx2Token, "avx2,fma,f16c", dot4_avx2, 4);
+x86_tiles!(
+    avx2,
+    crate::isa::Avx2Token,
+    "avx2,fma,f16c",
+    dot4_avx2,
+    nibble_dot_avx2,
+    4
+);
 x86_tiles!(
     avx512,
     crate::isa::Avx512Token,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     dot4_vnni,
+    nibble_dot_vnni,
     8
 );
