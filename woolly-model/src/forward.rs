@@ -697,9 +697,10 @@ fn forward_sub_batch(
             &mut s.lin,
         );
     }
+    // A fold over each row, which vectorizes, where `any` would stop early one by one.
     if let Some(row) = s.logits[logits_at..]
         .chunks_exact(cfg.n_vocab)
-        .position(|r| r.iter().any(|v| !v.is_finite()))
+        .position(|r| !r.iter().fold(true, |ok, v| ok & v.is_finite()))
     {
         let index = batch
             .iter()
@@ -751,6 +752,42 @@ mod tests {
                 s.logits().to_vec()
             }
         })
+    }
+
+    /// Logits that are not all finite are an error naming the token, counted from the
+    /// start of the whole batch when it ran as sub-batches.
+    #[test]
+    fn non_finite_logits_name_their_token() {
+        let path = conformance_file("models/tiny-q4km.gguf");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let file = crate::gguf::GgufFile::from_bytes(bytes.clone()).unwrap();
+        let norm = file.tensor("output_norm.weight").unwrap().clone();
+        assert_eq!(norm.ty, woolly_kernels::quant::GgmlType::F32);
+        // Finite weights (the loader refuses others) that overflow every logit.
+        let start = (file.data_offset() + norm.offset) as usize;
+        for w in bytes[start..start + norm.n_bytes as usize].chunks_exact_mut(4) {
+            w.copy_from_slice(&f32::MAX.to_le_bytes());
+        }
+        let model = Model::from_gguf(std::sync::Arc::new(
+            crate::gguf::GgufFile::from_bytes(bytes).unwrap(),
+        ))
+        .unwrap();
+        let n = 3 * model.sub_batch() - 2;
+        let want = n - 3;
+        let mut kv = model.new_cache(1, n, KvType::F16, u128::MAX).unwrap();
+        let mut s = model.new_scratch(n, n);
+        let batch: Vec<BatchToken> = (0..n)
+            .map(|pos| BatchToken {
+                token: 1 + pos as u32,
+                pos,
+                seq: 0,
+                logits: pos == want,
+            })
+            .collect();
+        match model.forward(&batch, &mut kv, &mut s) {
+            Err(ForwardError::NonFinite { index }) => assert_eq!(index, want),
+            other => panic!("expected NonFinite at {want}, got {other:?}"),
+        }
     }
 
     /// A token's logits are the same bits whatever the thread count and whatever else is
