@@ -45,11 +45,12 @@ pub const TILE_ROWS: usize = ROWS;
 /// L2 while the task's row groups stream past.
 const TOKENS_PER_PASS: usize = 64;
 
-/// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs:
-/// below eight the pair was measured slower than two eight-row tiles (tinyllama's
-/// decode, 46 against 79 t/s at one token; `bench -p 4`, 116 against 194 t/s), and no
-/// faster on SmolLM2 (`-p 4`: 1146 against 1138).
-const PAIR_MIN_TOKENS: usize = 8;
+/// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs.
+/// Once eight: the pair was measured slower than two eight-row tiles below that while the
+/// tiles prefetched into L1 (tinyllama's decode, 46 against 79 t/s at one token). With
+/// the L2 prefetch it is faster at one token too: TinyLlama-shape decode 32.4-33.9
+/// against 29.9-32.0 t/s (6 interleaved rounds of `woolly-run bench -p 0 -n 64 -t 2`).
+const PAIR_MIN_TOKENS: usize = 1;
 
 /// The blocks of `count` consecutive row groups from group `first` of a matrix of
 /// `groups` groups, and the activation rows of tokens `t.0..t.1`.
