@@ -45,13 +45,6 @@ pub const TILE_ROWS: usize = ROWS;
 /// L2 while the task's row groups stream past.
 const TOKENS_PER_PASS: usize = 64;
 
-/// The fewest tokens for which a two-group tile ([`PackedMatrix::tile_pair`]) runs.
-/// Once eight: the pair was measured slower than two eight-row tiles below that while the
-/// tiles prefetched into L1 (tinyllama's decode, 46 against 79 t/s at one token). With
-/// the L2 prefetch it is faster at one token too: TinyLlama-shape decode 32.4-33.9
-/// against 29.9-32.0 t/s (6 interleaved rounds of `woolly-run bench -p 0 -n 64 -t 2`).
-const PAIR_MIN_TOKENS: usize = 1;
-
 /// The blocks of `count` consecutive row groups from group `first` of a matrix of
 /// `groups` groups, and the activation rows of tokens `t.0..t.1`.
 fn parts<'a, W, X>(
@@ -273,7 +266,11 @@ impl PackedMatrix {
 
     /// Row groups `g` and `g + 1` against tokens `t0..t1` of `x`, into `out_a` and
     /// `out_b` (each `(t1 - t0, 8)`), when this ISA has a two-group kernel for the
-    /// format ([`crate::dispatch::Tiles::q4k_pair`]); returns whether it ran.
+    /// format ([`crate::dispatch::Tiles::q4k_pair`]); returns whether it ran. It runs
+    /// from one token on: below eight tokens it was slower than two eight-row tiles while
+    /// the tiles prefetched into L1 (tinyllama's decode, 46 against 79 t/s at one token),
+    /// and with the L2 prefetch it is faster there too (TinyLlama-shape decode 32.4-33.9
+    /// against 29.9-32.0 t/s, 6 interleaved rounds of `woolly-run bench -p 0 -n 64 -t 2`).
     fn tile_pair(
         &self,
         k: &Kernels,
@@ -283,9 +280,6 @@ impl PackedMatrix {
         out_a: &mut [f32],
         out_b: &mut [f32],
     ) -> bool {
-        if t.1 - t.0 < PAIR_MIN_TOKENS {
-            return false;
-        }
         let groups = self.groups();
         let tiles = &k.tiles;
         match (&self.blocks, x) {
