@@ -61,7 +61,6 @@ pub struct Model {
     norms: Norms,
     tokenizer: Tokenizer,
     kernels: Kernels,
-    sub_batch: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -151,7 +150,6 @@ impl Model {
         if kernels.packs_weights() {
             weights.pack(&file);
         }
-        let sub_batch = crate::forward::sub_batch_rows(&config, file.size());
         Ok(Model {
             file,
             config,
@@ -159,7 +157,6 @@ impl Model {
             norms,
             tokenizer,
             kernels,
-            sub_batch,
         })
     }
 
@@ -171,7 +168,7 @@ impl Model {
     /// Tokens a batch evaluates together ([`crate::forward::sub_batch_rows`]): a longer
     /// prompt batch runs as consecutive sub-batches of this many.
     pub fn sub_batch(&self) -> usize {
-        self.sub_batch
+        crate::forward::sub_batch_rows(&self.config, self.file.size())
     }
 
     /// The ISA whose kernels run this model.

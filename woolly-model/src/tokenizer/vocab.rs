@@ -269,11 +269,8 @@ impl Vocab {
             )));
         }
 
-        let mut scores = read_scores(md, n)?;
-        if kind == TokenizerKind::Bpe {
-            // Byte-level BPE ranks merges, not tokens: its scores are checked, not kept.
-            scores = Vec::new();
-        }
+        // Byte-level BPE ranks merges, not tokens: its scores are checked, not kept.
+        let scores = read_scores(md, n, kind != TokenizerKind::Bpe)?;
         let mut types = match md.get_i32_array(keys::TOKEN_TYPE)? {
             None => vec![TokenType::Normal; n],
             Some(t) if t.len() != n => {
@@ -468,13 +465,16 @@ impl Vocab {
     }
 }
 
-/// Scores as f32: an f32 or i32 array with one entry per token, or empty if absent
-/// ([`Vocab::score`] reads a missing score as 0).
-fn read_scores(md: &Metadata, n: usize) -> Result<Vec<f32>, TokenizerError> {
-    let scores: Vec<f32> = match md.get(keys::SCORES) {
+/// Scores as f32 (when `keep`; empty otherwise): an f32 or i32 array with one entry per
+/// token, or empty if absent ([`Vocab::score`] reads a missing score as 0). Their type
+/// and length are checked either way.
+fn read_scores(md: &Metadata, n: usize, keep: bool) -> Result<Vec<f32>, TokenizerError> {
+    let (len, scores) = match md.get(keys::SCORES) {
         None => return Ok(Vec::new()),
-        Some(Value::Array(Array::F32(v))) => v.clone(),
-        Some(Value::Array(Array::I32(v))) => v.iter().map(|&s| s as f32).collect(),
+        Some(Value::Array(Array::F32(v))) => (v.len(), keep.then(|| v.clone())),
+        Some(Value::Array(Array::I32(v))) => {
+            (v.len(), keep.then(|| v.iter().map(|&s| s as f32).collect()))
+        }
         Some(other) => {
             return Err(TokenizerError::WrongType {
                 key: keys::SCORES,
@@ -483,14 +483,14 @@ fn read_scores(md: &Metadata, n: usize) -> Result<Vec<f32>, TokenizerError> {
             });
         }
     };
-    if scores.len() != n {
+    if len != n {
         return Err(TokenizerError::LengthMismatch {
             key: keys::SCORES,
-            len: scores.len(),
+            len,
             expected: n,
         });
     }
-    Ok(scores)
+    Ok(scores.unwrap_or_default())
 }
 
 /// Reads the special token ids and works out the end-of-generation set, forcing the
