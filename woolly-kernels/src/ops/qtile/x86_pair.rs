@@ -359,18 +359,22 @@ fn q4_1_pair_n<const N: usize>(
         let hi = q.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         let m = join_ps(f16x8(&ba.m), f16x8(&bb.m));
+        // One accumulator per token, the tokens interleaved step by step: each
+        // `vpdpbusd` waits on the one N steps back, not on the one before it.
+        let xb: [&BlockQ8_1; N] = std::array::from_fn(|n| &xs[n][b]);
+        let mut acc = [_mm512_setzero_si512(); N];
+        for k in 0..4 {
+            for_each_token!(n < N {
+                acc[n] = _mm512_dpbusd_epi32(acc[n], lo[k], bcast4_16(&xb[n].qs, 4 * k));
+            });
+            for_each_token!(n < N {
+                acc[n] = _mm512_dpbusd_epi32(acc[n], hi[k], bcast4_16(&xb[n].qs, 16 + 4 * k));
+            });
+        }
         for_each_token!(n < N {
-            let xb = &xs[n][b];
-            let z = _mm512_setzero_si512();
-            let mut a = _mm512_dpbusd_epi32(z, lo[0], bcast4_16(&xb.qs, 0));
-            let mut c = _mm512_dpbusd_epi32(z, hi[0], bcast4_16(&xb.qs, 16));
-            for k in 1..4 {
-                a = _mm512_dpbusd_epi32(a, lo[k], bcast4_16(&xb.qs, 4 * k));
-                c = _mm512_dpbusd_epi32(c, hi[k], bcast4_16(&xb.qs, 16 + 4 * k));
-            }
-            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(a, c));
+            let isum = _mm512_cvtepi32_ps(acc[n]);
             // The reference's combine: (dw * dx) * isum + m * s, unfused.
-            let (dx, s) = f16_pair16(xb.d, xb.s);
+            let (dx, s) = f16_pair16(xb[n].d, xb[n].s);
             let v = _mm512_add_ps(
                 _mm512_mul_ps(_mm512_mul_ps(dw, dx), isum),
                 _mm512_mul_ps(m, s),
