@@ -262,7 +262,7 @@ fn attention_workers(threads: usize) -> usize {
 /// Head-positions (query heads times cached positions) below which the attention of a
 /// batch runs on one thread: about 25 microseconds of work (5-6 ns a head-position with
 /// AVX-512), below which waking another thread saves little.
-const ATTENTION_MIN_PARALLEL: usize = 4096;
+const ATTENTION_MIN_PARALLEL: usize = 1024;
 
 /// What one (token, KV head) attention task reads.
 struct AttentionTask<'a> {
@@ -393,7 +393,7 @@ fn compact_logit_rows(batch: &[BatchToken], x: &mut [f32], d: usize) -> usize {
 
 /// Elements of a SwiGLU product below which it runs on the calling thread (a few
 /// microseconds with the vector kernel; a team step costs about one).
-const SWIGLU_MIN_PARALLEL: usize = 32 * 1024;
+const SWIGLU_MIN_PARALLEL: usize = 8 * 1024;
 
 /// `gate = silu(gate) * up` for the rows (of `ff`) of a batch: the dispatched kernel per
 /// row, rows split over the thread team when large (a row's result is the same whatever
