@@ -260,8 +260,8 @@ fn attention_workers(threads: usize) -> usize {
 }
 
 /// Head-positions (query heads times cached positions) below which the attention of a
-/// batch runs on one thread: about 25 microseconds of work (5-6 ns a head-position with
-/// AVX-512), below which waking another thread saves little.
+/// batch runs on one thread: about 6 microseconds of work (5-6 ns a head-position with
+/// AVX-512), several times what a step of the spinning team costs (about one).
 const ATTENTION_MIN_PARALLEL: usize = 1024;
 
 /// What one (token, KV head) attention task reads.
@@ -391,7 +391,7 @@ fn compact_logit_rows(batch: &[BatchToken], x: &mut [f32], d: usize) -> usize {
     k
 }
 
-/// Elements of a SwiGLU product below which it runs on the calling thread (a few
+/// Elements of a SwiGLU product below which it runs on the calling thread (about five
 /// microseconds with the vector kernel; a team step costs about one).
 const SWIGLU_MIN_PARALLEL: usize = 8 * 1024;
 
