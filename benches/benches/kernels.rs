@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use half::f16;
-use woolly_kernels::ops::{attention, dot, ffn, norm, qdot, rope};
-use woolly_kernels::quant::{self, Block, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8K};
+use woolly_kernels::ops::{attention, dot, ffn, norm, qdot, quantize, rope};
+use woolly_kernels::quant::{self, Block, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
 use woolly_kernels::registry::Entry;
 use woolly_kernels::testing::TestRng;
 use woolly_kernels::{GgmlType, Isa, Kernels};
@@ -63,6 +63,23 @@ fn float_ops(c: &mut Criterion) {
         g.bench_function(id(e.name, &d), |b| {
             // Gate values stay bounded: silu(g) * u with |u| < 1 shrinks them.
             b.iter(|| unsafe { (e.ptr)(black_box(&mut gt), &up) })
+        });
+    }
+    g.finish();
+
+    // A batched decode step's activations (eight rows of SmolLM2's 576), quantized
+    // before each product on the calling thread alone.
+    let mut g = c.benchmark_group("quantize_q8_1");
+    for e in quantize::quantize_q8_1::ENTRIES
+        .iter()
+        .filter(|e| e.isa.is_available())
+    {
+        let n = 8 * 576;
+        let (x, mut q) = (rng.f32s(n), vec![BlockQ8_1::ZERO; n / 32]);
+        g.throughput(Throughput::Elements(n as u64));
+        // SAFETY: only entries whose ISA is available.
+        g.bench_function(id(e.name, &[n]), |b| {
+            b.iter(|| unsafe { (e.ptr)(black_box(&x), &mut q) })
         });
     }
     g.finish();

@@ -236,8 +236,13 @@ pub mod avx2_q8_1 {
             let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             // SAFETY: `qs` is 32 bytes; storeu needs no alignment.
             unsafe { _mm256_storeu_si256(ob.qs.as_mut_ptr().cast(), b) };
-            ob.d = half::f16::from_f32(d);
-            ob.s = half::f16::from_f32(sum as f32 * d);
+            // Both scales to f16 in one `vcvtps2ph` (round to nearest even, as
+            // `f16::from_f32`, which is an out-of-line call testing CPU features).
+            let ds =
+                _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_setr_ps(d, sum as f32 * d, 0.0, 0.0));
+            let ds = _mm_cvtsi128_si32(ds) as u32;
+            ob.d = half::f16::from_bits(ds as u16);
+            ob.s = half::f16::from_bits((ds >> 16) as u16);
         }
     }
 
