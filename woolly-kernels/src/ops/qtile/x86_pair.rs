@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{f16_pair_lanes, f16x8, load32, prefetch_ahead, store8};
+use super::x86::{SCALE_CHUNK, f16_pair_lanes, f16x8, load32, prefetch_ahead, q8_scales16, store8};
 use super::x86_k::{avx512, load16, q32, scale_vnni};
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -413,10 +413,32 @@ fn q8_0_pair_n<const N: usize>(
 ) {
     let nb = wa.len();
     let ones = _mm512_set1_epi8(1);
-    let bias = _mm512_set1_epi8(-128);
+    let bias = _mm256_set1_epi8(-128);
     let xs: [&[BlockQ8_0]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
     let mut sum = [_mm512_setzero_ps(); N];
+    // Each token's `d` and quants `x ^ 0x80` for the current SCALE_CHUNK blocks: biased
+    // once per call, not once per broadcast (eight `vpxord`s a block and token, on the
+    // ports the `vpdpbusd`s need).
+    let (mut dxs, mut unused) = ([[0f32; SCALE_CHUNK]; N], [0f32; SCALE_CHUNK]);
+    let mut xus = [[[0i8; 32]; SCALE_CHUNK]; N];
     for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
+        let sc = b % SCALE_CHUNK;
+        if sc == 0 {
+            for n in 0..N {
+                let blocks = &xs[n][b..nb.min(b + SCALE_CHUNK)];
+                q8_scales16(
+                    blocks,
+                    |x| u32::from(x.d.to_bits()),
+                    &mut dxs[n],
+                    &mut unused,
+                );
+                for (xu, xb) in xus[n].iter_mut().zip(blocks) {
+                    let v = _mm256_xor_si256(load32(&xb.qs), bias);
+                    // SAFETY: `xu` is 32 bytes; storeu needs no alignment.
+                    unsafe { _mm256_storeu_si256(xu.as_mut_ptr().cast(), v) };
+                }
+            }
+        }
         prefetch_ahead(ba);
         prefetch_ahead(bb);
         // Chunk k: weights 4k..4k+4 of each row.
@@ -429,8 +451,7 @@ fn q8_0_pair_n<const N: usize>(
         let offset = _mm512_slli_epi32::<7>(wsum);
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         for_each_token!(n < N {
-            let xb = &xs[n][b];
-            let xu = |k: usize| _mm512_xor_si512(bcast4_16(&xb.qs, 4 * k), bias);
+            let xu = |k: usize| bcast4_16(&xus[n][sc], 4 * k);
             let mut a = _mm512_dpbusd_epi32(z, xu(0), q[0]);
             let mut c = _mm512_dpbusd_epi32(z, xu(1), q[1]);
             for k in (2..8).step_by(2) {
@@ -439,7 +460,7 @@ fn q8_0_pair_n<const N: usize>(
             }
             let isum = _mm512_sub_epi32(_mm512_add_epi32(a, c), offset);
             // The reference's combine: (dw * dx) * isum.
-            let (dx, _) = f16_pair16(xb.d, xb.d);
+            let dx = _mm512_set1_ps(dxs[n][sc]);
             let v = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
             sum[n] = _mm512_add_ps(sum[n], v);
         });
