@@ -36,37 +36,6 @@ pub(super) fn f16x8(v: &[half::f16; ROWS]) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(v.as_ptr().cast()) })
 }
 
-/// Blocks whose activation scales a tile converts at once ([`q8_scales16`]).
-pub(super) const SCALE_CHUNK: usize = 16;
-
-/// The f16 scales of up to sixteen activation blocks as f32 (exact), two per block
-/// (`bits` gives them as `lo | hi << 16`, for Q8_0's `d` and 0), with four `vcvtph2ps`
-/// for the sixteen, rather than a conversion per block and token. Entries past
-/// `x.len()` are zero.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-pub(super) fn q8_scales16<X>(
-    x: &[X],
-    bits: impl Fn(&X) -> u32,
-    lo: &mut [f32; SCALE_CHUNK],
-    hi: &mut [f32; SCALE_CHUNK],
-) {
-    let (mut lo_bits, mut hi_bits) = ([0u16; SCALE_CHUNK], [0u16; SCALE_CHUNK]);
-    for ((l, h), x) in lo_bits.iter_mut().zip(&mut hi_bits).zip(x) {
-        let b = bits(x);
-        (*l, *h) = (b as u16, (b >> 16) as u16);
-    }
-    for (bits, out) in [(&lo_bits, lo), (&hi_bits, hi)] {
-        for half in 0..2 {
-            // SAFETY: eight u16s in, eight f32s out, both in bounds of sixteen.
-            unsafe {
-                let v = _mm256_cvtph_ps(_mm_loadu_si128(bits.as_ptr().add(8 * half).cast()));
-                _mm256_storeu_ps(out.as_mut_ptr().add(8 * half), v);
-            }
-        }
-    }
-}
-
 /// Two f16 values as f32 in lanes 0 and 1 (exact): one `vcvtph2ps` for both, where
 /// `half`'s scalar conversion would test the CPU's features on every call.
 #[target_feature(enable = "avx2,f16c")]

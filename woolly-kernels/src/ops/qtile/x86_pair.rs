@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{SCALE_CHUNK, f16_pair_lanes, f16x8, load32, prefetch_ahead, q8_scales16, store8};
+use super::x86::{f16_pair_lanes, f16x8, load32, prefetch_ahead, store8};
 use super::x86_k::{avx512, load16, q32, scale_vnni};
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -395,6 +395,10 @@ pair_entry!(
     q4_1_pair_n
 );
 
+/// Blocks whose activations [`q8_0_pair_n`] prepares at once (4.5 KiB of stack at eight
+/// tokens).
+const CHUNK: usize = 16;
+
 /// `N` tokens of both Q8_0 groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
 ///
 /// AVX-512 has no byte `sign`, so instead of the eight-row bodies' `|w| * sign(x, w)` the
@@ -416,22 +420,25 @@ fn q8_0_pair_n<const N: usize>(
     let bias = _mm256_set1_epi8(-128);
     let xs: [&[BlockQ8_0]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
     let mut sum = [_mm512_setzero_ps(); N];
-    // Each token's `d` and quants `x ^ 0x80` for the current SCALE_CHUNK blocks: biased
-    // once per call, not once per broadcast (eight `vpxord`s a block and token, on the
-    // ports the `vpdpbusd`s need).
-    let (mut dxs, mut unused) = ([[0f32; SCALE_CHUNK]; N], [0f32; SCALE_CHUNK]);
-    let mut xus = [[[0i8; 32]; SCALE_CHUNK]; N];
+    // Each token's quants `x ^ 0x80` and scales `d` (as f32) for the current CHUNK
+    // blocks, prepared once per call rather than per broadcast and per token (eight
+    // `vpxord`s and an f16 conversion a block and token, on the ports the `vpdpbusd`s
+    // need).
+    let mut xus = [[[0i8; 32]; CHUNK]; N];
+    let mut dxs = [[0f32; CHUNK]; N];
     for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
-        let sc = b % SCALE_CHUNK;
-        if sc == 0 {
+        let slot = b % CHUNK;
+        if slot == 0 {
             for n in 0..N {
-                let blocks = &xs[n][b..nb.min(b + SCALE_CHUNK)];
-                q8_scales16(
-                    blocks,
-                    |x| u32::from(x.d.to_bits()),
-                    &mut dxs[n],
-                    &mut unused,
-                );
+                let blocks = &xs[n][b..nb.min(b + CHUNK)];
+                let mut d = [half::f16::ZERO; CHUNK];
+                for (d, xb) in d.iter_mut().zip(blocks) {
+                    *d = xb.d;
+                }
+                for h in 0..CHUNK / ROWS {
+                    let d: &[half::f16; ROWS] = d[h * ROWS..][..ROWS].try_into().expect("8");
+                    store8(&mut dxs[n][h * ROWS..], f16x8(d));
+                }
                 for (xu, xb) in xus[n].iter_mut().zip(blocks) {
                     let v = _mm256_xor_si256(load32(&xb.qs), bias);
                     // SAFETY: `xu` is 32 bytes; storeu needs no alignment.
@@ -451,7 +458,7 @@ fn q8_0_pair_n<const N: usize>(
         let offset = _mm512_slli_epi32::<7>(wsum);
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         for_each_token!(n < N {
-            let xu = |k: usize| bcast4_16(&xus[n][sc], 4 * k);
+            let xu = |k: usize| bcast4_16(&xus[n][slot], 4 * k);
             let mut a = _mm512_dpbusd_epi32(z, xu(0), q[0]);
             let mut c = _mm512_dpbusd_epi32(z, xu(1), q[1]);
             for k in (2..8).step_by(2) {
@@ -460,7 +467,7 @@ fn q8_0_pair_n<const N: usize>(
             }
             let isum = _mm512_sub_epi32(_mm512_add_epi32(a, c), offset);
             // The reference's combine: (dw * dx) * isum.
-            let dx = _mm512_set1_ps(dxs[n][sc]);
+            let dx = _mm512_set1_ps(dxs[n][slot]);
             let v = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
             sum[n] = _mm512_add_ps(sum[n], v);
         });
