@@ -5,7 +5,10 @@
 //!
 //! Run: `cargo bench -p woolly-benches --bench qtile -- [filter]`. The matrix (9-18 MB)
 //! sits in the last-level cache after the first pass; set `WOOLLY_BENCH_MATRICES=N` to
-//! cycle through N copies instead so the weights stream from DRAM.
+//! cycle through N copies instead so the weights stream from DRAM, and
+//! `WOOLLY_BENCH_SHAPE=ROWSxCOLS` (rows a multiple of 16, columns of 32;
+//! the K-quant formats only run when the columns are a multiple of 256) for another
+//! shape, such as SmolLM2's `1536x576`, whose matrix sits in L2.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,8 +20,18 @@ use woolly_kernels::quant::{Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, Blo
 use woolly_kernels::testing::TestRng;
 use woolly_kernels::{Isa, Kernels};
 
-const ROWS_N: usize = 4096;
-const COLS: usize = 4096;
+/// The matrix shape: `WOOLLY_BENCH_SHAPE=ROWSxCOLS`, else 4096 x 4096.
+fn shape() -> (usize, usize) {
+    let parsed = std::env::var("WOOLLY_BENCH_SHAPE").ok().and_then(|s| {
+        let (r, c) = s.split_once('x')?;
+        Some((r.parse().ok()?, c.parse().ok()?))
+    });
+    match parsed {
+        Some((r, c)) if r % 16 == 0 && c % 32 == 0 && r > 0 && c > 0 => (r, c),
+        Some(_) => panic!("WOOLLY_BENCH_SHAPE: ROWSxCOLS, multiples of 16 and 32"),
+        None => (4096, 4096),
+    }
+}
 
 /// A tile kernel: shapes w: (nb,); x: (T, nb); out: (T, 8).
 type TileFn<'a, W, X> = Box<dyn Fn(&[W], &[X], &mut [f32]) + 'a>;
@@ -43,7 +56,7 @@ fn isas() -> Vec<Isa> {
         .collect()
 }
 
-/// Benches one format: `w` is a `ROWS_N x nb` matrix of blocks, `x` eight tokens of `nb`
+/// Benches one format: `w` is a `rows_n x nb` matrix of blocks, `x` eight tokens of `nb`
 /// activation blocks; `tile(isa, t)`, `pair(isa)` (the two-group tile, where dispatch
 /// has one) and `dot(isa)` give the kernels.
 fn bench_format<'k, B: Interleave + Block, X: Copy>(
@@ -55,17 +68,18 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
     pair: impl Fn(Isa) -> Option<PairFn<'k, B::X8, X>>,
     dot: impl Fn(Isa) -> DotFn<'k, B, X>,
 ) {
-    let nb = COLS / B::BLOCK_LEN;
+    let (rows_n, cols) = shape();
+    let nb = cols / B::BLOCK_LEN;
     let mats: Vec<Vec<B>> = (0..copies()).map(|_| w.clone()).collect();
-    let packed: Vec<Vec<B::X8>> = mats.iter().map(|m| pack_rows(m, ROWS_N)).collect();
-    let bytes = (ROWS_N * nb * B::BYTES) as u64;
-    let mut y = vec![0.0f32; 8 * ROWS_N];
+    let packed: Vec<Vec<B::X8>> = mats.iter().map(|m| pack_rows(m, rows_n)).collect();
+    let bytes = (rows_n * nb * B::BYTES) as u64;
+    let mut y = vec![0.0f32; 8 * rows_n];
     for t in [1usize, 4, 8] {
-        let mut g = c.benchmark_group(format!("qtile_{name}_{ROWS_N}x{COLS}_T{t}"));
+        let mut g = c.benchmark_group(format!("qtile_{name}_{rows_n}x{cols}_T{t}"));
         if t == 1 {
             g.throughput(Throughput::Bytes(bytes));
         } else {
-            g.throughput(Throughput::Elements((2 * ROWS_N * COLS * t) as u64));
+            g.throughput(Throughput::Elements((2 * rows_n * cols * t) as u64));
         }
         let xt = &x[..t * nb];
         // The scalar variant of the per-row dot (the portable fallback a CPU without
@@ -126,7 +140,7 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
                     // Rows outer, tokens inner: each row is read from memory once.
                     for (r, row) in mats[i].chunks_exact(nb).enumerate() {
                         for n in 0..t {
-                            y[n * ROWS_N + r] = d(black_box(row), &xt[n * nb..(n + 1) * nb]);
+                            y[n * rows_n + r] = d(black_box(row), &xt[n * nb..(n + 1) * nb]);
                         }
                     }
                 })
@@ -138,47 +152,52 @@ fn bench_format<'k, B: Interleave + Block, X: Copy>(
 
 fn qtiles(c: &mut Criterion) {
     let mut rng = TestRng::new(11);
-    let nk = ROWS_N * COLS / 256;
-    let nl = ROWS_N * COLS / 32;
+    let (rows_n, cols) = shape();
+    let nk = rows_n * cols / 256;
+    let nl = rows_n * cols / 32;
 
-    let x8k: Vec<BlockQ8K> = rng.q8k(8 * COLS / 256);
-    bench_format::<BlockQ4K, _>(
-        c,
-        "q4k",
-        rng.q4k(nk),
-        x8k.clone(),
-        |isa, t| {
-            let k = qtile::tile_q4k_q8k::select(isa, &[t]);
-            Box::new(move |w, x, o| k.call(w, x, o))
-        },
-        |isa| {
-            let k = Kernels::select(isa).tiles.q4k_pair?;
-            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
-        },
-        |isa| {
-            let k = Kernels::select(isa).vec_dot_q4k_q8k;
-            Box::new(move |w, x| k.call(w, x))
-        },
-    );
-    bench_format::<BlockQ6K, _>(
-        c,
-        "q6k",
-        rng.q6k(nk),
-        x8k,
-        |isa, t| {
-            let k = qtile::tile_q6k_q8k::select(isa, &[t]);
-            Box::new(move |w, x, o| k.call(w, x, o))
-        },
-        |isa| {
-            let k = Kernels::select(isa).tiles.q6k_pair?;
-            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
-        },
-        |isa| {
-            let k = Kernels::select(isa).vec_dot_q6k_q8k;
-            Box::new(move |w, x| k.call(w, x))
-        },
-    );
-    let x81: Vec<BlockQ8_1> = rng.q8_1_act(8 * COLS / 32);
+    if cols % 256 == 0 {
+        let x8k: Vec<BlockQ8K> = rng.q8k(8 * cols / 256);
+        bench_format::<BlockQ4K, _>(
+            c,
+            "q4k",
+            rng.q4k(nk),
+            x8k.clone(),
+            |isa, t| {
+                let k = qtile::tile_q4k_q8k::select(isa, &[t]);
+                Box::new(move |w, x, o| k.call(w, x, o))
+            },
+            |isa| {
+                let k = Kernels::select(isa).tiles.q4k_pair?;
+                Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+            },
+            |isa| {
+                let k = Kernels::select(isa).vec_dot_q4k_q8k;
+                Box::new(move |w, x| k.call(w, x))
+            },
+        );
+        bench_format::<BlockQ6K, _>(
+            c,
+            "q6k",
+            rng.q6k(nk),
+            x8k,
+            |isa, t| {
+                let k = qtile::tile_q6k_q8k::select(isa, &[t]);
+                Box::new(move |w, x, o| k.call(w, x, o))
+            },
+            |isa| {
+                let k = Kernels::select(isa).tiles.q6k_pair?;
+                Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+            },
+            |isa| {
+                let k = Kernels::select(isa).vec_dot_q6k_q8k;
+                Box::new(move |w, x| k.call(w, x))
+            },
+        );
+    }
+    let x81: Vec<BlockQ8_1> = rng.q8_1_act(8 * cols / 32);
+    let mut x81_f32 = vec![[0.0f32; 2]; x81.len()];
+    woolly_kernels::quant::q8_1_scales_f32(&x81, &mut x81_f32);
     bench_format::<BlockQ4_1, _>(
         c,
         "q4_1",
@@ -190,14 +209,19 @@ fn qtiles(c: &mut Criterion) {
         },
         |isa| {
             let k = Kernels::select(isa).tiles.q4_1_pair?;
-            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+            // The scales as f32, converted once per product as the packed pass does
+            // (every call's `x` is a prefix of `x81`).
+            let xf = x81_f32.clone();
+            Some(Box::new(move |w, x, a, b| {
+                k.call(w, x, &xf[..x.len()], a, b)
+            }))
         },
         |isa| {
             let k = Kernels::select(isa).vec_dot_q4_1_q8_1;
             Box::new(move |w, x| k.call(w, x))
         },
     );
-    let x80: Vec<BlockQ8_0> = rng.q8_0_act(8 * COLS / 32);
+    let x80: Vec<BlockQ8_0> = rng.q8_0_act(8 * cols / 32);
     bench_format::<BlockQ8_0, _>(
         c,
         "q8_0",

@@ -149,6 +149,9 @@ pub struct MatmulScratch {
     pub(crate) q8_0: Vec<BlockQ8_0>,
     /// Activations quantized to Q8_1.              shape: (batch, cols / 32)
     pub(crate) q8_1: Vec<BlockQ8_1>,
+    /// Each Q8_1 block's `d` and `s` as f32, for the AVX-512 Q4_1 pair tile.
+    ///                                              shape: (batch, cols / 32)
+    pub(crate) q8_1_f32: Vec<[f32; 2]>,
     /// A batched product's results before they are put in the tokens' rows: all of
     /// them, row-major over weights, for an unpacked matrix (shape: (rows, batch)); a
     /// stage per thread for a packed one ([`Kernels::matmul_packed_many_with`]).
@@ -363,6 +366,7 @@ impl Kernels {
             q8_0,
             q8_1,
             yt,
+            ..
         } = scratch;
         match ty {
             GgmlType::Q4K => {

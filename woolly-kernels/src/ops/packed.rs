@@ -242,7 +242,8 @@ impl PackedMatrix {
 /// shapes: (batch, cols / 32) blocks
 #[derive(Clone, Copy)]
 enum Quantized<'a> {
-    Q8_1(&'a [BlockQ8_1]),
+    /// The blocks, and their `d` and `s` as f32 where a pair tile reads them (else empty).
+    Q8_1(&'a [BlockQ8_1], &'a [[f32; 2]]),
     Q8_0(&'a [BlockQ8_0]),
     Q8K(&'a [BlockQ8K]),
 }
@@ -291,9 +292,10 @@ impl PackedMatrix {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
                 pair.call(w, x, out_a, out_b);
             }
-            (Packed::Q4_1(w), Quantized::Q8_1(x)) if let Some(pair) = tiles.q4_1_pair => {
+            (Packed::Q4_1(w), Quantized::Q8_1(x, xf)) if let Some(pair) = tiles.q4_1_pair => {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
-                pair.call(w, x, out_a, out_b);
+                let nb = w.len() / 2;
+                pair.call(w, x, &xf[t.0 * nb..t.1 * nb], out_a, out_b);
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x)) if let Some(pair) = tiles.q8_0_pair => {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
@@ -308,7 +310,7 @@ impl PackedMatrix {
     fn tile(&self, k: &Kernels, g: usize, x: Quantized<'_>, t: (usize, usize), out: &mut [f32]) {
         let (groups, tiles) = (self.groups(), &k.tiles);
         match (&self.blocks, x) {
-            (Packed::Q4_1(w), Quantized::Q8_1(x)) => {
+            (Packed::Q4_1(w), Quantized::Q8_1(x, _)) => {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q4_1.call(w, x, out);
             }
@@ -397,14 +399,21 @@ impl Kernels {
         let MatmulScratch {
             q8_0,
             q8_1,
+            q8_1_f32,
             q8k,
             yt,
             ..
         } = scratch;
         let xq = match first.activation_type() {
-            GgmlType::Q8_1 => Quantized::Q8_1(quantize_rows(q8_1, x, batch, |x, q| {
-                self.quantize_q8_1.call(x, q)
-            })),
+            GgmlType::Q8_1 => {
+                let x = quantize_rows(q8_1, x, batch, |x, q| self.quantize_q8_1.call(x, q));
+                q8_1_f32.clear();
+                if self.tiles.q4_1_pair.is_some() {
+                    q8_1_f32.resize(x.len(), [0.0; 2]);
+                    crate::quant::q8_1_scales_f32(x, q8_1_f32);
+                }
+                Quantized::Q8_1(x, q8_1_f32)
+            }
             GgmlType::Q8_0 => Quantized::Q8_0(quantize_rows(q8_0, x, batch, |x, q| {
                 self.quantize_q8_0.call(x, q)
             })),

@@ -217,6 +217,16 @@ pub struct BlockQ8_1 {
 }
 assert_layout!(BlockQ8_1, GgmlType::Q8_1, 36, 2);
 
+/// Each block's `d` and `s` as f32 (exact), for the tiles that read them as broadcast
+/// operands rather than converting them per block and weight row
+/// ([`crate::ops::qtile::tile2_q4_1_q8_1`]).   shapes: x, out: (n,)
+pub fn q8_1_scales_f32(x: &[BlockQ8_1], out: &mut [[f32; 2]]) {
+    assert_eq!(x.len(), out.len(), "one pair per block");
+    for (o, b) in out.iter_mut().zip(x) {
+        *o = [b.d.to_f32(), b.s.to_f32()];
+    }
+}
+
 /// Q2_K: 256 weights in 16 groups of 16, `d * sc * q - dmin * m` with 4-bit `sc`/`m`
 /// and 2-bit `q` (84 bytes).
 #[repr(C)]

@@ -26,7 +26,8 @@ pub mod search;
 
 pub use blocks::{
     Block, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
-    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, as_bytes, blocks, blocks_mut, read_block,
+    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, as_bytes, blocks, blocks_mut, q8_1_scales_f32,
+    read_block,
 };
 pub use kquants::{
     dequantize_row_q2k, dequantize_row_q3k, dequantize_row_q4k, dequantize_row_q5k,

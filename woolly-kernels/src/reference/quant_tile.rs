@@ -70,9 +70,20 @@ pub fn tile2_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out_a: &mut [f32], out_b:
 }
 
 /// Two consecutive row groups of Q4_1 (`w` holds group `a`'s `nb` blocks, then group
-/// `b`'s) against Q8_1 activations: [`tile_q4_1_q8_1`] of each group.
-/// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)
-pub fn tile2_q4_1_q8_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out_a: &mut [f32], out_b: &mut [f32]) {
+/// `b`'s) against Q8_1 activations: [`tile_q4_1_q8_1`] of each group. `xf` holds each
+/// activation block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]); the
+/// reference checks it against `x`.
+/// shapes: w: (2 * nb,); x, xf: (n_tok, nb); out_a, out_b: (n_tok, 8)
+pub fn tile2_q4_1_q8_1(
+    w: &[BlockQ4_1x8],
+    x: &[BlockQ8_1],
+    xf: &[[f32; 2]],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let mut want = vec![[0.0; 2]; x.len()];
+    crate::quant::q8_1_scales_f32(x, &mut want);
+    assert_eq!(xf, want, "xf holds x's scales");
     let (wa, wb) = w.split_at(w.len() / 2);
     tile_q4_1_q8_1(wa, x, out_a);
     tile_q4_1_q8_1(wb, x, out_b);

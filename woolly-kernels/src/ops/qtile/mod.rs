@@ -185,8 +185,10 @@ pub fn tile2_q6k_q8k<V: Simd>(
 }
 
 /// [`tile2_q4k_q8k`] for Q4_1: two consecutive row groups, one 512-bit vector of
-/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q4_1_pair`]).
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q4_1_pair`]). `xf` holds
+/// each activation block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]),
+/// converted once per product instead of once per block and pair of row groups.
+/// shapes: w: (2 * nb,); x, xf: (T, nb); out_a, out_b: (T, 8)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::tile2_q4_1_q8_1,
@@ -195,6 +197,11 @@ pub fn tile2_q6k_q8k<V: Simd>(
     test(
         w = { let nb = rng.range(1, 40); rng.q4_1x8(2 * nb) },
         x = { let t = rng.range(1, 20); rng.q8_1_act(t * w.len() / 2) },
+        xf = {
+            let mut xf = vec![[0.0f32; 2]; x.len()];
+            crate::quant::q8_1_scales_f32(&x, &mut xf);
+            xf
+        },
         out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
         out_b = rng.f32s(out_a.len()),
     ),
@@ -203,11 +210,12 @@ pub fn tile2_q4_1_q8_1<V: Simd>(
     v: V,
     w: &[BlockQ4_1x8],
     x: &[BlockQ8_1],
+    xf: &[[f32; 2]],
     out_a: &mut [f32],
     out_b: &mut [f32],
 ) {
     let _ = v;
-    r::tile2_q4_1_q8_1(w, x, out_a, out_b)
+    r::tile2_q4_1_q8_1(w, x, xf, out_a, out_b)
 }
 
 /// [`tile2_q4k_q8k`] for Q8_0: two consecutive row groups, one 512-bit vector of
