@@ -57,9 +57,12 @@ fn f16_pair(a: half::f16, b: half::f16) -> (__m256, __m256) {
 }
 
 /// How far ahead of the block being multiplied the tile kernels prefetch weights: about
-/// four K-quant blocks of eight rows. Packed matrices are one contiguous run of row
+/// eight K-quant blocks of eight rows. Packed matrices are one contiguous run of row
 /// groups, so the prefetch also runs ahead into the next row group (and the next call).
-const PREFETCH_DISTANCE: usize = 6 << 10;
+/// 12 KiB against the former 6 KiB (session 11, a Xeon, 2 threads, interleaved rounds of
+/// `woolly-run bench`): SmolLM2 tg128 346.6 -> 381.4 t/s and eight streams 955 -> 1037,
+/// TinyLlama shape tg64 31.7 -> 34.6, pp512 unchanged; 24 KiB was no better, 3 KiB worse.
+const PREFETCH_DISTANCE: usize = 12 << 10;
 
 /// Prefetches into L2 (`prefetcht1`) a block's worth of bytes [`PREFETCH_DISTANCE`]
 /// past `block`. Not into L1: a single-token product is bound by how many DRAM reads a
