@@ -250,20 +250,38 @@ fn product<W: Block, X: Block>(
     }
 }
 
-/// Quantizes each of the `batch` rows of `x` with `quantize` into `buf` (reused).
+/// Activation elements from which [`quantize_rows`] splits its rows across the thread
+/// team: the calling thread quantizes while the others wait, so a serial quantization is
+/// time the whole team loses (eight of SmolLM2's 576-wide rows: about 2 us).
+pub(crate) const QUANTIZE_MIN_PARALLEL: usize = 4096;
+
+/// Quantizes each of the `batch` rows of `x` with `quantize` into `buf` (reused), the
+/// rows shared out across the thread team from [`QUANTIZE_MIN_PARALLEL`] elements on.
+/// Each row's blocks are the same whichever thread quantizes it.
 /// shapes: x: (batch, cols); returns (batch, cols / X::BLOCK_LEN)
-pub(crate) fn quantize_rows<'a, X: Block>(
+pub(crate) fn quantize_rows<'a, X: Block + Send>(
     buf: &'a mut Vec<X>,
     x: &[f32],
     batch: usize,
-    quantize: impl Fn(&[f32], &mut [X]),
+    quantize: impl Fn(&[f32], &mut [X]) + Sync,
 ) -> &'a [X] {
     let cols = x.len() / batch;
     buf.clear();
     buf.resize(x.len() / X::BLOCK_LEN, X::ZERO);
     let per_row = cols / X::BLOCK_LEN;
-    for (xr, qr) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(per_row)) {
-        quantize(xr, qr);
+    let threads = crate::team::workers();
+    if batch >= 2 && threads >= 2 && x.len() >= QUANTIZE_MIN_PARALLEL && per_row > 0 {
+        let rows_per_task = batch.div_ceil(threads);
+        crate::team::for_each_chunk(buf, rows_per_task * per_row, |i, q| {
+            let xs = &x[i * rows_per_task * cols..][..q.len() / per_row * cols];
+            for (xr, qr) in xs.chunks_exact(cols).zip(q.chunks_exact_mut(per_row)) {
+                quantize(xr, qr);
+            }
+        });
+    } else {
+        for (xr, qr) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(per_row)) {
+            quantize(xr, qr);
+        }
     }
     buf
 }
@@ -511,6 +529,31 @@ mod tests {
         let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
         quant::quantize_row(ty, &wf, &mut w).expect("quantize");
         w
+    }
+
+    /// Rows quantized across the team are the rows quantized one by one, whatever the
+    /// thread count and however the rows split.
+    #[test]
+    fn rows_quantized_in_parallel_equal_rows_quantized_alone() {
+        let mut rng = TestRng::new(7);
+        for (batch, cols) in [(2, 2048), (3, 1536), (8, 576), (9, 4096), (1, 8192)] {
+            let x = rng.f32s(batch * cols);
+            let mut want = vec![quant::BlockQ8_1::ZERO; batch * cols / 32];
+            for (xr, qr) in x.chunks_exact(cols).zip(want.chunks_exact_mut(cols / 32)) {
+                quant::quantize_row_q8_1(xr, qr);
+            }
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("pool");
+                let mut buf = Vec::new();
+                let got = pool.install(|| {
+                    quantize_rows(&mut buf, &x, batch, quant::quantize_row_q8_1).to_vec()
+                });
+                assert_eq!(got, want, "batch {batch}, cols {cols}, {threads} threads");
+            }
+        }
     }
 
     /// matvec equals the reference dot per row, bit for bit, on every ISA; matmul of a
