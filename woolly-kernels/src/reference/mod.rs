@@ -131,7 +131,8 @@ pub fn rope(
 /// Unlike the other references this one fixes the f32 arithmetic rather than computing
 /// in f64, because the kernels must match it bit for bit (the conformance figures move
 /// with single ulps, `ops/attention.rs`): products rounded before they are added, dot
-/// products and weighted sums in order, libm's `exp`, the softmax sum in f64. A test
+/// products and weighted sums in order, ggml's vector exp
+/// ([`crate::simd::Simd::exp_ggml`]), the softmax sum in f64. A test
 /// below holds it to the f64 formula.
 /// shapes: q, out: (n_q, head_dim); k: (ceil(n_pos / K_BLOCK), n_kv_head, head_dim,
 /// K_BLOCK); v: (n_pos, n_kv_head, head_dim); scores: (n_q, n_pos)
@@ -205,7 +206,8 @@ fn attend(
         let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f64;
         for s in w.iter_mut() {
-            *s = (*s - max).exp();
+            // The kernels' vector exp, one lane (the same operations on every ISA).
+            *s = crate::simd::Simd::exp_ggml(crate::isa::ScalarToken::new(), *s - max);
             sum += f64::from(*s);
         }
         let inv = (1.0 / sum) as f32;

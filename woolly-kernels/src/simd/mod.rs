@@ -163,6 +163,41 @@ pub trait Simd: Token {
         self.mul(self.mul(e, self.pow2i(half)), self.pow2i(self.sub(n, half)))
     }
 
+    /// Lane-wise `a * b + c` rounded once, on every ISA (the scalar ISA calls
+    /// `f32::mul_add`, a libm call without FMA hardware).
+    #[inline(always)]
+    fn fused_mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        self.mul_add(a, b, c)
+    }
+
+    /// Lane-wise `e^x` by ggml's vector `expf` (`ggml_v_expf`: a degree-5 polynomial in
+    /// fused multiply-adds after reducing by `ln 2`), the exponential llama.cpp's softmax
+    /// takes; `x` is clamped to `[-87.3, 88.7]` first (below, it gives about 1.2e-38 where
+    /// ggml gives less). The same bits on every ISA.
+    #[inline(always)]
+    fn exp_ggml(self, x: Self::F32) -> Self::F32 {
+        let c = |bits: u32| self.splat(f32::from_bits(bits));
+        let fma = |a, b, c| self.fused_mul_add(a, b, c);
+        let x = self.min(self.max(x, self.splat(-87.336_55)), self.splat(88.722_83));
+        let r = c(0x4b40_0000);
+        let n = self.sub(fma(x, c(0x3fb8_aa3b), r), r);
+        let neg_n = self.sub(self.zero(), n);
+        let b = fma(neg_n, c(0x35bf_be8e), fma(neg_n, c(0x3f31_7200), x));
+        let u = self.mul(b, b);
+        let j = fma(
+            fma(
+                fma(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                u,
+                fma(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+            ),
+            u,
+            fma(c(0x3f7f_fff6), b, self.splat(1.0)),
+        );
+        // 2^n in two halves: n reaches -127 at the bottom of the range.
+        let half = self.round(self.mul(n, self.splat(0.5)));
+        self.mul(self.mul(j, self.pow2i(half)), self.pow2i(self.sub(n, half)))
+    }
+
     /// Lane-wise `x * sigmoid(x) = x / (1 + e^-x)`.
     #[inline(always)]
     fn silu(self, x: Self::F32) -> Self::F32 {
@@ -188,6 +223,28 @@ mod tests {
                 assert!(
                     err <= 4.0 * f32::EPSILON as f64 * want || want < 1e-37,
                     "{} exp({x}) = {got}, want {want}",
+                    V::ISA
+                );
+            }
+        }
+        // ggml's exp: within a few ulp, and the scalar ISA's bits on every ISA.
+        let scalar = crate::isa::ScalarToken::new();
+        for chunk in xs.chunks(V::LANES) {
+            let e = v.exp_ggml(v.load_partial(chunk, 0.0));
+            let mut out = [0.0; MAX_LANES];
+            v.store(&mut out, e);
+            for (x, got) in chunk.iter().zip(out) {
+                assert_eq!(
+                    got.to_bits(),
+                    scalar.exp_ggml(*x).to_bits(),
+                    "{} exp_ggml({x})",
+                    V::ISA
+                );
+                let want = (*x as f64).exp();
+                let err = ((got as f64) - want).abs();
+                assert!(
+                    err <= 4.0 * f32::EPSILON as f64 * want || want < 1e-37,
+                    "{} exp_ggml({x}) = {got}, want {want}",
                     V::ISA
                 );
             }

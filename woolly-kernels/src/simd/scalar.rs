@@ -49,6 +49,10 @@ impl Simd for ScalarToken {
         a * b + c
     }
     #[inline(always)]
+    fn fused_mul_add(self, a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+    #[inline(always)]
     fn max(self, a: f32, b: f32) -> f32 {
         a.max(b)
     }
