@@ -212,41 +212,34 @@ mod tests {
     use crate::testing::for_each_isa;
 
     fn check<V: Simd>(v: V) {
+        // Both exps: within a few ulp of e^x, and the scalar ISA's bits on every ISA.
         let xs: Vec<f32> = (0..200).map(|i| -87.0 + i as f32 * 0.875).collect();
-        for chunk in xs.chunks(V::LANES) {
-            let e = v.exp(v.load_partial(chunk, 0.0));
-            let mut out = [0.0; MAX_LANES];
-            v.store(&mut out, e);
-            for (x, got) in chunk.iter().zip(out) {
-                let want = (*x as f64).exp();
-                let err = ((got as f64) - want).abs();
-                assert!(
-                    err <= 4.0 * f32::EPSILON as f64 * want || want < 1e-37,
-                    "{} exp({x}) = {got}, want {want}",
-                    V::ISA
-                );
-            }
-        }
-        // ggml's exp: within a few ulp, and the scalar ISA's bits on every ISA.
-        let scalar = crate::isa::ScalarToken::new();
-        for chunk in xs.chunks(V::LANES) {
-            let e = v.exp_ggml(v.load_partial(chunk, 0.0));
-            let mut out = [0.0; MAX_LANES];
-            v.store(&mut out, e);
-            for (x, got) in chunk.iter().zip(out) {
-                assert_eq!(
-                    got.to_bits(),
-                    scalar.exp_ggml(*x).to_bits(),
-                    "{} exp_ggml({x})",
-                    V::ISA
-                );
-                let want = (*x as f64).exp();
-                let err = ((got as f64) - want).abs();
-                assert!(
-                    err <= 4.0 * f32::EPSILON as f64 * want || want < 1e-37,
-                    "{} exp_ggml({x}) = {got}, want {want}",
-                    V::ISA
-                );
+        use crate::isa::ScalarToken;
+        /// A name, the ISA's exp and the scalar ISA's.
+        type ExpPair<V> = (
+            &'static str,
+            fn(V, <V as Simd>::F32) -> <V as Simd>::F32,
+            fn(f32) -> f32,
+        );
+        let exps: [ExpPair<V>; 2] = [
+            ("exp", V::exp, |x| ScalarToken::new().exp(x)),
+            ("exp_ggml", V::exp_ggml, |x| ScalarToken::new().exp_ggml(x)),
+        ];
+        for (name, exp, exp_scalar) in exps {
+            for chunk in xs.chunks(V::LANES) {
+                let mut out = [0.0; MAX_LANES];
+                v.store(&mut out, exp(v, v.load_partial(chunk, 0.0)));
+                for (x, got) in chunk.iter().zip(out) {
+                    let same = got.to_bits() == exp_scalar(*x).to_bits();
+                    assert!(same, "{} {name}({x}) differs from scalar", V::ISA);
+                    let want = (*x as f64).exp();
+                    let err = ((got as f64) - want).abs();
+                    assert!(
+                        err <= 4.0 * f32::EPSILON as f64 * want || want < 1e-37,
+                        "{} {name}({x}) = {got}, want {want}",
+                        V::ISA
+                    );
+                }
             }
         }
         let s: Vec<f32> = (0..V::LANES).map(|i| i as f32 - 3.0).collect();
