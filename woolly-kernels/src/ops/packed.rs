@@ -293,9 +293,9 @@ impl PackedMatrix {
                 pair.call(w, x, out_a, out_b);
             }
             (Packed::Q4_1(w), Quantized::Q8_1(x, xf)) if let Some(pair) = tiles.q4_1_pair => {
+                let (_, xf) = parts(w, groups, (g, 2), xf, t);
                 let (w, x) = parts(w, groups, (g, 2), x, t);
-                let nb = w.len() / 2;
-                pair.call(w, x, &xf[t.0 * nb..t.1 * nb], out_a, out_b);
+                pair.call(w, x, xf, out_a, out_b);
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x)) if let Some(pair) = tiles.q8_0_pair => {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
