@@ -272,6 +272,11 @@ impl PackedMatrix {
     /// the tiles prefetched into L1 (tinyllama's decode, 46 against 79 t/s at one token),
     /// and with the L2 prefetch it is faster there too (TinyLlama-shape decode 32.4-33.9
     /// against 29.9-32.0 t/s, 6 interleaved rounds of `woolly-run bench -p 0 -n 64 -t 2`).
+    /// Q6_K pairs run from two tokens on: one token streaming from DRAM takes 820 us through
+    /// two eight-row tiles against 930 us through the pair (`WOOLLY_BENCH_SHAPE=5632x2048
+    /// WOOLLY_BENCH_MATRICES=160 cargo bench -p woolly-benches --bench qtile --
+    /// q6k_5632x2048_T1`, one thread), and the TinyLlama-shape decode gains about 1% (33.5
+    /// against 33.8 t/s, means of 6 interleaved rounds).
     fn tile_pair(
         &self,
         k: &Kernels,
@@ -288,7 +293,10 @@ impl PackedMatrix {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
                 pair.call(w, x, out_a, out_b);
             }
-            (Packed::Q6K(w), Quantized::Q8K(x)) if let Some(pair) = tiles.q6k_pair => {
+            (Packed::Q6K(w), Quantized::Q8K(x))
+                if t.1 - t.0 > 1
+                    && let Some(pair) = tiles.q6k_pair =>
+            {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
                 pair.call(w, x, out_a, out_b);
             }
