@@ -266,7 +266,7 @@ pub(crate) fn quantize_rows<'a, X: Block + Send>(
     quantize: impl Fn(&[f32], &mut [X]) + Sync,
 ) -> &'a [X] {
     let cols = x.len() / batch;
-    buf.clear();
+    // Every block is written below: only blocks past the old length need a value.
     buf.resize(x.len() / X::BLOCK_LEN, X::ZERO);
     let per_row = cols / X::BLOCK_LEN;
     let threads = crate::team::workers();

@@ -221,9 +221,21 @@ assert_layout!(BlockQ8_1, GgmlType::Q8_1, 36, 2);
 /// operands rather than converting them per block and weight row
 /// ([`crate::ops::qtile::tile2_q4_1_q8_1`]).   shapes: x, out: (n,)
 pub fn q8_1_scales_f32(x: &[BlockQ8_1], out: &mut [[f32; 2]]) {
+    use half::slice::HalfFloatSliceExt;
     assert_eq!(x.len(), out.len(), "one pair per block");
-    for (o, b) in out.iter_mut().zip(x) {
-        *o = [b.d.to_f32(), b.s.to_f32()];
+    // Gathered and converted a chunk at a time: `half` converts a slice with F16C where
+    // the CPU has it, but tests the CPU's features on every scalar conversion.
+    const CHUNK: usize = 32;
+    let (mut h, mut f) = ([half::f16::ZERO; 2 * CHUNK], [0f32; 2 * CHUNK]);
+    for (o, b) in out.chunks_mut(CHUNK).zip(x.chunks(CHUNK)) {
+        let n = 2 * b.len();
+        for (h, b) in h.chunks_exact_mut(2).zip(b) {
+            h.copy_from_slice(&[b.d, b.s]);
+        }
+        h[..n].convert_to_f32_slice(&mut f[..n]);
+        for (o, f) in o.iter_mut().zip(f.chunks_exact(2)) {
+            *o = [f[0], f[1]];
+        }
     }
 }
 

@@ -390,6 +390,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn q8_1_scales_are_each_blocks_d_and_s() {
+        crate::testing::cases("q8_1_scales_f32", 64, 4, |size, seed| {
+            let mut rng = crate::testing::TestRng::new(seed);
+            let n = [1, 31, 32, 33 + rng.range(0, 200)][size];
+            let x = rng.q8_1_act(n);
+            let mut out = vec![[f32::NAN; 2]; n];
+            q8_1_scales_f32(&x, &mut out);
+            for (i, (o, b)) in out.iter().zip(&x).enumerate() {
+                let want = [f32::from(b.d), f32::from(b.s)];
+                if o.map(f32::to_bits) != want.map(f32::to_bits) {
+                    return Err(format!("block {i} of {n}: {o:?} against {want:?}"));
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
     fn ids_round_trip_and_unknown_ids_are_refused() {
         for ty in GgmlType::ALL {
             assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
