@@ -101,6 +101,27 @@ pub fn for_each_chunk<T: Send>(out: &mut [T], chunk: usize, f: impl Fn(usize, &m
     });
 }
 
+/// Runs `f(i, a_i, b_i)` for the `i`-th chunks of `a` (of `a_chunk` elements) and `b`
+/// (of `b_chunk`), which must have as many chunks, in parallel as [`run`] does.
+///
+/// # Panics
+/// When the chunk counts differ, a chunk size is 0, or a task panics.
+pub fn for_each_chunk_zip<A: Send, B: Send>(
+    (a, a_chunk): (&mut [A], usize),
+    (b, b_chunk): (&mut [B], usize),
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync,
+) {
+    assert!(a_chunk > 0 && b_chunk > 0, "chunks of zero elements");
+    let (a, b) = (RawChunks::new(a, a_chunk), RawChunks::new(b, b_chunk));
+    assert_eq!(a.count(), b.count(), "chunk counts differ");
+    run(a.count(), |_, i| {
+        // SAFETY: `run` calls each task index once, so chunks `i` of `a` and `b` are
+        // borrowed once.
+        let (ai, bi) = unsafe { (a.get(i), b.get(i)) };
+        f(i, ai, bi)
+    });
+}
+
 /// Runs `f(i, a_i, b_i, scratch_w)` for the `i`-th chunks of `a` (of `a_chunk`) and `b`
 /// (of `b_chunk`), which must have as many chunks, with `scratch_w` the chunk (of
 /// `s_chunk`) of `scratch` that belongs to the worker running the task: per-thread
@@ -543,6 +564,13 @@ mod tests {
             let mut c = vec![0usize; 50];
             for_each_chunk(&mut c, 7, |i, c| c.fill(i));
             assert!(c.iter().enumerate().all(|(j, &x)| x == j / 7));
+            let (mut d, mut e) = (vec![0usize; 29], vec![0u8; 15 * 3]);
+            for_each_chunk_zip((&mut d, 2), (&mut e, 3), |i, d, e| {
+                d.iter_mut().for_each(|x| *x += i + 1);
+                e.iter_mut().for_each(|x| *x += 1);
+            });
+            assert!(d.iter().enumerate().all(|(j, &x)| x == j / 2 + 1));
+            assert!(e.iter().all(|&x| x == 1));
         });
     }
 

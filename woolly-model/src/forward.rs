@@ -195,6 +195,32 @@ fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     }
 }
 
+/// `x += add` (when given), then `out = rmsnorm(x)`, as one step on the thread team when
+/// the batch has two rows or more (each task a run of whole rows, at most [`NORM_ROWS`]):
+/// the caller would otherwise run both passes alone while the team waits. Every row
+/// gets the values the serial passes give it.
+fn add_rmsnorm(out: &mut [f32], x: &mut [f32], add: Option<&[f32]>, w: &[f32], eps: f32) {
+    let d = w.len();
+    let rows = x.len() / d;
+    let add_rows = |x: &mut [f32], from: usize| {
+        if let Some(a) = add {
+            for (x, a) in x.iter_mut().zip(&a[from..]) {
+                *x += a;
+            }
+        }
+    };
+    if rows < 2 || team::workers() < 2 {
+        add_rows(x, 0);
+        rmsnorm(out, x, w, eps);
+        return;
+    }
+    let per_task = rows.div_ceil(team::workers()).min(NORM_ROWS) * d;
+    team::for_each_chunk_zip((x, per_task), (out, per_task), |i, x, out| {
+        add_rows(x, i * per_task);
+        rmsnorm(out, x, w, eps);
+    });
+}
+
 /// The sums of squares of the first `R` rows (of `d`) of `x` into `ss[..R]`, each summed
 /// in order from -0.0 (as `Iterator::sum` does); returns `R`.
 #[inline(always)]
@@ -561,11 +587,15 @@ fn forward_sub_batch(
         );
     }
 
+    // Whether the previous layer's feed-forward output (`xb2`) is still to be added to
+    // `x`: the addition runs with the next norm, in one parallel step.
+    let mut ffn_pending = false;
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention block.
-        rmsnorm(
+        add_rmsnorm(
             &mut s.xb[..n * d],
-            &s.x[..n * d],
+            &mut s.x[..n * d],
+            ffn_pending.then_some(&s.xb2[..n * d]),
             &norms.attn[l],
             cfg.rms_eps,
         );
@@ -624,23 +654,23 @@ fn forward_sub_batch(
             &mut s.xb2[..n * d],
             &mut s.lin,
         );
-        for (x, o) in s.x[..n * d].iter_mut().zip(&s.xb2[..n * d]) {
-            *x += o;
-        }
-
         // The last layer's feed-forward runs on the rows that want logits only, moved to
         // the front (as llama.cpp does): nothing else reads the other rows, and a row's
         // result does not depend on the others.
         let compact = l + 1 == w.layers.len();
         let nf = if compact {
+            for (x, o) in s.x[..n * d].iter_mut().zip(&s.xb2[..n * d]) {
+                *x += o;
+            }
             compact_logit_rows(batch, &mut s.x, d).max(1)
         } else {
             n
         };
         // Feed-forward block: SwiGLU.
-        rmsnorm(
+        add_rmsnorm(
             &mut s.xb[..nf * d],
-            &s.x[..nf * d],
+            &mut s.x[..nf * d],
+            (!compact).then_some(&s.xb2[..nf * d]),
             &norms.ffn[l],
             cfg.rms_eps,
         );
@@ -668,9 +698,12 @@ fn forward_sub_batch(
             &mut s.xb2[..nf * d],
             &mut s.lin,
         );
-        for (x, o) in s.x[..nf * d].iter_mut().zip(&s.xb2[..nf * d]) {
-            *x += o;
+        if compact {
+            for (x, o) in s.x[..nf * d].iter_mut().zip(&s.xb2[..nf * d]) {
+                *x += o;
+            }
         }
+        ffn_pending = !compact;
     }
     for t in batch {
         kv.set_len(t.seq, kv.len(t.seq).max(t.pos + 1));
