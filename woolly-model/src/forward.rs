@@ -204,9 +204,7 @@ fn add_rmsnorm(out: &mut [f32], x: &mut [f32], add: Option<&[f32]>, w: &[f32], e
     let rows = x.len() / d;
     let add_rows = |x: &mut [f32], from: usize| {
         if let Some(a) = add {
-            for (x, a) in x.iter_mut().zip(&a[from..]) {
-                *x += a;
-            }
+            add_residual(x, &a[from..]);
         }
     };
     if rows < 2 || team::workers() < 2 {
@@ -219,6 +217,13 @@ fn add_rmsnorm(out: &mut [f32], x: &mut [f32], add: Option<&[f32]>, w: &[f32], e
         add_rows(x, i * per_task);
         rmsnorm(out, x, w, eps);
     });
+}
+
+/// `x[i] += o[i]` over `x` (the residual connection).
+fn add_residual(x: &mut [f32], o: &[f32]) {
+    for (x, o) in x.iter_mut().zip(o) {
+        *x += o;
+    }
 }
 
 /// The sums of squares of the first `R` rows (of `d`) of `x` into `ss[..R]`, each summed
@@ -587,15 +592,13 @@ fn forward_sub_batch(
         );
     }
 
-    // Whether the previous layer's feed-forward output (`xb2`) is still to be added to
-    // `x`: the addition runs with the next norm, in one parallel step.
-    let mut ffn_pending = false;
     for (l, lw) in w.layers.iter().enumerate() {
-        // Attention block.
+        // Attention block. The previous layer's feed-forward output (`xb2`, every row:
+        // only the last layer compacts) is added to `x` with the norm, in one step.
         add_rmsnorm(
             &mut s.xb[..n * d],
             &mut s.x[..n * d],
-            ffn_pending.then_some(&s.xb2[..n * d]),
+            (l > 0).then_some(&s.xb2[..n * d]),
             &norms.attn[l],
             cfg.rms_eps,
         );
@@ -659,9 +662,7 @@ fn forward_sub_batch(
         // result does not depend on the others.
         let compact = l + 1 == w.layers.len();
         let nf = if compact {
-            for (x, o) in s.x[..n * d].iter_mut().zip(&s.xb2[..n * d]) {
-                *x += o;
-            }
+            add_residual(&mut s.x[..n * d], &s.xb2[..n * d]);
             compact_logit_rows(batch, &mut s.x, d).max(1)
         } else {
             n
@@ -699,11 +700,8 @@ fn forward_sub_batch(
             &mut s.lin,
         );
         if compact {
-            for (x, o) in s.x[..nf * d].iter_mut().zip(&s.xb2[..nf * d]) {
-                *x += o;
-            }
+            add_residual(&mut s.x[..nf * d], &s.xb2[..nf * d]);
         }
-        ffn_pending = !compact;
     }
     for t in batch {
         kv.set_len(t.seq, kv.len(t.seq).max(t.pos + 1));

@@ -269,19 +269,20 @@ pub(crate) fn quantize_rows<'a, X: Block + Send>(
     // Every block is written below: only blocks past the old length need a value.
     buf.resize(x.len() / X::BLOCK_LEN, X::ZERO);
     let per_row = cols / X::BLOCK_LEN;
+    // The rows of `q` from the rows of `xs` (as many as `q` holds).
+    let rows = |xs: &[f32], q: &mut [X]| {
+        for (xr, qr) in xs.chunks_exact(cols).zip(q.chunks_exact_mut(per_row)) {
+            quantize(xr, qr);
+        }
+    };
     let threads = crate::team::workers();
     if batch >= 2 && threads >= 2 && x.len() >= QUANTIZE_MIN_PARALLEL && per_row > 0 {
         let rows_per_task = batch.div_ceil(threads);
         crate::team::for_each_chunk(buf, rows_per_task * per_row, |i, q| {
-            let xs = &x[i * rows_per_task * cols..][..q.len() / per_row * cols];
-            for (xr, qr) in xs.chunks_exact(cols).zip(q.chunks_exact_mut(per_row)) {
-                quantize(xr, qr);
-            }
+            rows(&x[i * rows_per_task * cols..], q);
         });
     } else {
-        for (xr, qr) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(per_row)) {
-            quantize(xr, qr);
-        }
+        rows(x, buf);
     }
     buf
 }

@@ -158,9 +158,16 @@ pub trait Simd: Token {
         p = mul_add(p, r, self.splat(0.5));
         let r2 = self.mul(r, r);
         let e = self.add(mul_add(p, r2, r), self.splat(1.0));
-        // n reaches 128 only at the very top of the range: split 2^n in two halves.
+        // n reaches 128 only at the very top of the range.
+        self.mul_pow2(e, n)
+    }
+
+    /// Lane-wise `x * 2^n` for whole `n` in `[-127, 128]`: `2^n` in two halves, each a
+    /// normal float, so neither end of the exps' ranges overflows the exponent field.
+    #[inline(always)]
+    fn mul_pow2(self, x: Self::F32, n: Self::F32) -> Self::F32 {
         let half = self.round(self.mul(n, self.splat(0.5)));
-        self.mul(self.mul(e, self.pow2i(half)), self.pow2i(self.sub(n, half)))
+        self.mul(self.mul(x, self.pow2i(half)), self.pow2i(self.sub(n, half)))
     }
 
     /// Lane-wise `a * b + c` rounded once, on every ISA (the scalar ISA calls
@@ -193,9 +200,8 @@ pub trait Simd: Token {
             u,
             fma(c(0x3f7f_fff6), b, self.splat(1.0)),
         );
-        // 2^n in two halves: n reaches -127 at the bottom of the range.
-        let half = self.round(self.mul(n, self.splat(0.5)));
-        self.mul(self.mul(j, self.pow2i(half)), self.pow2i(self.sub(n, half)))
+        // n reaches -127 at the bottom of the range.
+        self.mul_pow2(j, n)
     }
 
     /// Lane-wise `x * sigmoid(x) = x / (1 + e^-x)`.
