@@ -159,15 +159,15 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     let fits = |t: usize| t * per_block * QH <= QK_ACCS;
     let mut b = 0;
     if fits(8) {
-        b = scores_tiles::<V, E, QH, 8>(v, q, keys, b, w);
+        b = scores_tiles::<V, E, QH, 8>(v, q, keys, values, b, w);
     }
     if fits(4) {
-        b = scores_tiles::<V, E, QH, 4>(v, q, keys, b, w);
+        b = scores_tiles::<V, E, QH, 4>(v, q, keys, values, b, w);
     }
     if fits(2) {
-        b = scores_tiles::<V, E, QH, 2>(v, q, keys, b, w);
+        b = scores_tiles::<V, E, QH, 2>(v, q, keys, values, b, w);
     }
-    scores_tiles::<V, E, QH, 1>(v, q, keys, b, w);
+    scores_tiles::<V, E, QH, 1>(v, q, keys, values, b, w);
 
     // Softmax, in the scalar pass's order for each head. The f64 sums are a loop of
     // their own, over positions in order.
@@ -206,14 +206,9 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
             let at = values.first + d0;
             let x = &values.rows[p * values.stride + at..][..width];
             // The rows of one KV head are strided, a pattern the hardware prefetchers
-            // follow too late when the cache comes from DRAM.
-            let ahead = values
-                .rows
-                .as_ptr()
-                .wrapping_add((p + VALUE_PREFETCH) * values.stride + at);
-            for line in (0..width * size_of::<E>()).step_by(64) {
-                v.prefetch(ahead.cast::<u8>().wrapping_add(line));
-            }
+            // follow too late when the cache comes from DRAM. (The score pass fetched
+            // the first VALUE_PREFETCH rows.)
+            values.prefetch(v, p + VALUE_PREFETCH, at, width);
             for j in 0..n_vecs {
                 let x = &x[j * l..];
                 let xv = if x.len() >= l {
@@ -241,17 +236,39 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     }
 }
 
+impl<E: Elem> Values<'_, E> {
+    /// Prefetches the dims `at..at + width` of position `p`'s row, if there is one.
+    #[inline(always)]
+    fn prefetch<V: Simd>(&self, v: V, p: usize, at: usize, width: usize) {
+        if p < self.n_pos {
+            let row = self.rows[p * self.stride + at..][..width]
+                .as_ptr()
+                .cast::<u8>();
+            for line in (0..width * size_of::<E>()).step_by(64) {
+                v.prefetch(row.wrapping_add(line));
+            }
+        }
+    }
+}
+
 /// Scores of whole tiles of `T` key blocks from block `b` on, for the `QH` heads of
-/// `q (QH, hd)` into `w (QH, n_pos)`; returns the next block.
+/// `q (QH, hd)` into `w (QH, n_pos)`; returns the next block. It also prefetches the
+/// value rows of the tile's positions below [`VALUE_PREFETCH`], which the value pass
+/// reads before its own prefetches reach that far ahead: in a short context they were
+/// each a cache miss.
 #[inline(always)]
 fn scores_tiles<'k, V: Simd, E: Elem + 'k, const QH: usize, const T: usize>(
     v: V,
     q: &[f32],
     keys: &Keys<'_, impl Fn(usize) -> &'k [E]>,
+    values: &Values<'_, E>,
     mut b: usize,
     w: &mut [f32],
 ) -> usize {
     while b + T <= keys.n_blocks {
+        for p in b * K_BLOCK..((b + T) * K_BLOCK).min(VALUE_PREFETCH) {
+            values.prefetch(v, p, values.first, values.hd);
+        }
         // (No `array::from_fn` here: it is not always inlined.)
         let mut kbs = [(keys.block)(b); T];
         for (t, kb) in kbs.iter_mut().enumerate().skip(1) {
