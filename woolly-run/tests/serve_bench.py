@@ -3,14 +3,15 @@
 
     python3 woolly-run/tests/serve_bench.py --bin target/release/woolly-run \
         --model ~/.cache/woolly/models/SmolLM2-135M-Instruct.Q4_1.gguf [--threads 2] \
-        [--tokens 64] [--requests 64] [--rounds 3] [--client raw|openai]
+        [--tokens 64] [--requests 64] [--rounds 3] [--client raw|openai] [--loads both|eight]
 
 Measures, over loopback, aggregate generated tokens/s
 with 1 stream and with 8 concurrent streams (each request generates exactly --tokens
 tokens: ignore_eos), and the p50/p99 time to first token and time between tokens under
 the 8-stream load. The two loads alternate for --rounds rounds on one server, so drift
 of the machine falls on both; the figures are each load's median round, the ratio that
-of the medians. Prints one JSON object at the end.
+of the medians. Prints one JSON object at the end. `--loads eight` runs only the 8-stream
+load, each round's figure printed, for comparing two builds on it (alternate the builds).
 
 The client shares the machine's cores with the server. `--client raw` (the default) is
 a lean asyncio client, one thread, that reads the server-sent events off the socket and
@@ -180,16 +181,30 @@ def main():
     ap.add_argument("--requests", type=int, default=64, help="requests in each 8-stream round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (1 stream, 8 streams)")
     ap.add_argument("--client", choices=("raw", "openai"), default="raw")
+    ap.add_argument(
+        "--loads",
+        choices=("both", "eight"),
+        default="both",
+        help="eight: only the 8-stream load, to compare two builds on it alone",
+    )
     a = ap.parse_args()
     s = Server(a.bin, a.model, ["--ctx", "1024", "--parallel", "8", "--threads", a.threads])
     singles, eights = [], []
     try:
         run(s, 1, 1, 8, a.client)  # warm-up
         for _ in range(a.rounds):
-            singles.append(run(s, 1, 8, a.tokens, a.client))
+            if a.loads == "both":
+                singles.append(run(s, 1, 8, a.tokens, a.client))
             eights.append(run(s, 8, a.requests, a.tokens, a.client))
     finally:
         s.stop()
+
+    if not singles:
+        out = {"client": a.client, "eight_rounds_tok_per_s": [r["tok_per_s"] for r in eights]}
+        for r in eights:
+            print("eight", r, file=sys.stderr)
+        print(json.dumps(out))
+        return
 
     def median(rounds):
         return sorted(rounds, key=lambda r: r["tok_per_s"])[len(rounds) // 2]
