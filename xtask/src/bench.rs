@@ -257,6 +257,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 continue;
             }
             let (mean, sd) = stats(xs);
+            let single_tg = test.starts_with("tg") && !test.contains('x');
             let peer = samples
                 .get(&("llama.cpp".to_owned(), test.clone(), *threads))
                 .map(|p| stats(p));
@@ -272,7 +273,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 "llama_cpp_stddev": peer.map(|p| p.1),
                 "ratio": peer.map(|p| mean / p.0),
                 // One sequence's: batched generation reads the weights once per step.
-                "tg_roofline_tps": (test.starts_with("tg") && !test.contains('x')).then_some(roofline),
+                "tg_roofline_tps": single_tg.then_some(roofline),
+                "roofline_fraction": single_tg.then_some(mean / roofline),
             }));
         }
     }
@@ -285,13 +287,17 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     )?;
     let mut md = format!("DRAM read bandwidth: {gbps:.1} GB/s ({threads_max} threads)\n\n");
     md.push_str(
-        "| model | test | threads | woolly t/s | llama.cpp t/s | ratio | tg roofline t/s |\n",
+        "| model | test | threads | woolly t/s | llama.cpp t/s | ratio | tg roofline t/s | of roofline |\n",
     );
-    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in &rows {
         let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
+        let pct = |v: &Value| {
+            v.as_f64()
+                .map_or("-".to_owned(), |x| format!("{:.0}%", 100.0 * x))
+        };
         md.push_str(&format!(
-            "| {} | {} | {} | {} ± {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} |\n",
             r["model"].as_str().unwrap_or("?"),
             r["test"].as_str().unwrap_or("?"),
             r["threads"],
@@ -300,6 +306,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             f(&r["llama_cpp_tps"]),
             f(&r["ratio"]),
             f(&r["tg_roofline_tps"]),
+            pct(&r["roofline_fraction"]),
         ));
     }
     std::fs::write(out_dir.join("report.md"), &md)?;
