@@ -90,7 +90,7 @@ pub struct Scratch {
 
 impl Scratch {
     /// Buffers for batches of up to `max_batch` tokens and contexts of `n_ctx`. The
-    /// per-token buffers grow to the largest batch seen ([`Scratch::fit`]), so a short
+    /// per-token buffers grow to the largest batch seen (`Scratch::fit`), so a short
     /// prompt does not hold memory for `max_batch` rows.
     pub fn new(cfg: &LlamaConfig, max_batch: usize, n_ctx: usize) -> Scratch {
         let n = max_batch.max(1);
@@ -503,7 +503,7 @@ const SUB_BATCH_MAX: usize = 64;
 /// 64 tokens (`woolly_kernels::ops::packed`), so longer sub-batches would gain nothing;
 /// shorter ones keep the buffers within 1% of the model's file (peak resident memory is
 /// the file, the KV cache and little else): the largest power of two from
-/// [`SUB_BATCH_MIN`] to [`SUB_BATCH_MAX`] whose buffers take at most `model_bytes / 100`.
+/// `SUB_BATCH_MIN` (16) to `SUB_BATCH_MAX` (64) whose buffers take at most `model_bytes / 100`.
 /// For SmolLM2-135M (101 MiB, 31 KiB per token) that is 32, for a TinyLlama shape 64.
 pub fn sub_batch_rows(cfg: &LlamaConfig, model_bytes: u64) -> usize {
     let per_token = 4 * (4 * cfg.n_embd + 2 * cfg.kv_dim() + cfg.rope_dim + 2 * cfg.n_ff) as u64;

@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: every suite, one summary line at the end.
+//! `cargo xtask ci`: the format, clippy and rustdoc checks, then every suite, one
+//! summary line at the end.
 //!
 //! Each step's output is streamed through while it is scanned for cargo test's
 //! `test result:` lines and for `SKIPPED:` lines, so the last line can say how many
@@ -100,6 +101,28 @@ fn step(tally: &mut Tally, name: &str, args: &[&str], envs: &[(&str, &str)]) -> 
 pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tally = Tally::default();
+    // The code as the README asks for it: formatted, clippy-clean, and documented
+    // without broken links.
+    step(&mut tally, "format", &["fmt", "--all", "--check"], &[])?;
+    step(
+        &mut tally,
+        "clippy",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    step(
+        &mut tally,
+        "docs",
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
     step(
         &mut tally,
         "fetch SmolLM2",

@@ -369,10 +369,10 @@ impl Kernels {
     /// matrices, so the pass pays one fork and join instead of one per matrix. Each
     /// output is bit-identical to [`Kernels::matmul_packed_with`] of its matrix alone.
     ///
-    /// Every row group runs its tile over up to [`TOKENS_PER_PASS`] tokens before the
+    /// Every row group runs its tile over up to `TOKENS_PER_PASS` (64) tokens before the
     /// next group, so a group's weights are read from memory once per pass of tokens
     /// and the tokens' activations stay in L2.
-    /// shapes: ws[i]: (rows_i, cols); x: (batch, cols); ys[i]: (batch, rows_i)
+    /// shapes: ws\[i\]: (rows_i, cols); x: (batch, cols); ys\[i\]: (batch, rows_i)
     ///
     /// # Errors
     /// No matrices, matrices of other widths or activation formats than the first

@@ -104,7 +104,7 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
 }
 
 /// Two consecutive row groups of Q4_K (16 rows: `w` holds group a's super-blocks, then
-/// group b's) x Q8_K activations, into `out_a` and `out_b` as [`tile_q4k_q8k`] would
+/// group b's) x Q8_K activations, into `out_a` and `out_b` as [`tile_q4k_q8k`](fn@tile_q4k_q8k) would
 /// write them. AVX-512 runs both groups in one 512-bit vector per step (one i32 lane per
 /// row), so each broadcast activation and each `vpdpbusd` serves 16 rows instead of 8;
 /// other ISAs run the reference, and dispatch only uses this kernel on AVX-512
@@ -158,7 +158,7 @@ pub fn tile_q6k_q8k<V: Simd, const T: usize>(
     r::tile_q6k_q8k(w, x, out)
 }
 
-/// [`tile2_q4k_q8k`] for Q6_K: two consecutive row groups, one 512-bit vector of
+/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q6_K: two consecutive row groups, one 512-bit vector of
 /// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q6k_pair`]).
 /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
 #[kernel(
@@ -184,7 +184,7 @@ pub fn tile2_q6k_q8k<V: Simd>(
     r::tile2_q6k_q8k(w, x, out_a, out_b)
 }
 
-/// [`tile2_q4k_q8k`] for Q4_1: two consecutive row groups, one 512-bit vector of
+/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q4_1: two consecutive row groups, one 512-bit vector of
 /// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q4_1_pair`]). `xf` holds
 /// each activation block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]),
 /// converted once per product instead of once per block and pair of row groups.
@@ -218,7 +218,7 @@ pub fn tile2_q4_1_q8_1<V: Simd>(
     r::tile2_q4_1_q8_1(w, x, xf, out_a, out_b)
 }
 
-/// [`tile2_q4k_q8k`] for Q8_0: two consecutive row groups, one 512-bit vector of
+/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q8_0: two consecutive row groups, one 512-bit vector of
 /// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q8_0_pair`]).
 /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
 #[kernel(

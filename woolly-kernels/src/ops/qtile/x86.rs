@@ -1,7 +1,7 @@
 //! AVX2 and AVX-512 bodies of the tile kernels, stamped from one template
-//! ([`x86_tiles!`]) that differs only in the 4-byte lane dot product: AVX2 multiplies
+//! (`x86_tiles!`) that differs only in the 4-byte lane dot product: AVX2 multiplies
 //! with `maddubs` then `madd` by ones (for Q4_1's nibbles, one `madd` per block:
-//! [`nibble_dot_avx2`]), AVX-512 uses VNNI's `vpdpbusd` (on 256-bit vectors: eight rows,
+//! `nibble_dot_avx2`), AVX-512 uses VNNI's `vpdpbusd` (on 256-bit vectors: eight rows,
 //! one per i32 lane). Both are exact integer sums.
 //!
 //! Per weight block the eight rows' quants are decoded once and reused for each of the

@@ -1,5 +1,5 @@
 //! AVX2 and AVX-512 bodies of the k-quant tile kernels (Q4_K and Q6_K rows against Q8_K
-//! activations), stamped from one template ([`x86_k_tiles!`]) like [`super::x86`].
+//! activations), stamped from one template (`x86_k_tiles!`) like [`super::x86`].
 //!
 //! Layouts: [`crate::quant::interleaved_k`]. Per super-block the eight rows' quants are
 //! decoded 32 weights at a time (eight vectors, four quants of each row per 32-bit
