@@ -107,6 +107,28 @@ fn greedy_generation_reports_json_with_every_key() {
     );
 }
 
+/// Generation that runs into the end of the context stops there with its output, exit
+/// status 0, and says why on stderr; one that ends by its token limit does not.
+#[test]
+fn the_end_of_the_context_stops_generation_with_a_notice() {
+    let notice = "stopped at the end of the context (24 positions";
+    let run = |n: &str| {
+        let out = woolly()
+            .args(["generate", "-m", &tiny(), "-p", "Once upon a time", "-n", n])
+            .args(["--temp", "0", "--ignore-eos", "--ctx", "24"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
+    let (text, err) = run("100");
+    assert!(err.contains(notice), "{err}");
+    assert!(!text.trim().is_empty(), "the output so far is printed");
+    let (_, err) = run("4");
+    assert!(!err.contains(notice), "{err}");
+}
+
 #[test]
 fn same_seed_same_output() {
     let run = |seed: &str| {

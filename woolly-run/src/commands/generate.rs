@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
-use woolly_model::generate::{GenerateOptions, generate};
+use woolly_model::generate::{FinishReason, GenerateOptions, generate};
 use woolly_model::sampling::Sampler;
 use woolly_model::{Session, SessionError};
 
@@ -96,6 +96,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             opts.n_ctx
         );
     }
+    let n_ctx = opts.n_ctx;
     let mut session = Session::new(model, opts)?;
     let mut sampler = Sampler::new(params);
 
@@ -184,5 +185,11 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         gen_tps,
         loaded.threads
     );
+    // Fewer tokens than asked, and no end token or stop string: the context ran out.
+    if generation.finish == FinishReason::Length && generation.tokens.len() < args.n_predict {
+        eprintln!(
+            "woolly-run: stopped at the end of the context ({n_ctx} positions; a larger --ctx allows more)"
+        );
+    }
     Ok(())
 }
