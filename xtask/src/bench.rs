@@ -258,6 +258,11 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             }
             let (mean, sd) = stats(xs);
             let single_tg = test.starts_with("tg") && !test.contains('x');
+            // A batched test (`tg32x8`) against the same test with one stream (`tg32`).
+            let batching_gain = test.split_once('x').and_then(|(one, _)| {
+                let single = samples.get(&(engine.clone(), one.to_owned(), *threads))?;
+                Some(mean / stats(single).0)
+            });
             let peer = samples
                 .get(&("llama.cpp".to_owned(), test.clone(), *threads))
                 .map(|p| stats(p));
@@ -275,6 +280,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 // One sequence's: batched generation reads the weights once per step.
                 "tg_roofline_tps": single_tg.then_some(roofline),
                 "roofline_fraction": single_tg.then_some(mean / roofline),
+                "vs_one_stream": batching_gain,
             }));
         }
     }
@@ -287,9 +293,9 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     )?;
     let mut md = format!("DRAM read bandwidth: {gbps:.1} GB/s ({threads_max} threads)\n\n");
     md.push_str(
-        "| model | test | threads | woolly t/s | llama.cpp t/s | ratio | tg roofline t/s | of roofline |\n",
+        "| model | test | threads | woolly t/s | llama.cpp t/s | ratio | tg roofline t/s | of roofline | vs one stream |\n",
     );
-    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in &rows {
         let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
         let pct = |v: &Value| {
@@ -297,7 +303,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 .map_or("-".to_owned(), |x| format!("{:.0}%", 100.0 * x))
         };
         md.push_str(&format!(
-            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} |\n",
             r["model"].as_str().unwrap_or("?"),
             r["test"].as_str().unwrap_or("?"),
             r["threads"],
@@ -307,6 +313,9 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             f(&r["ratio"]),
             f(&r["tg_roofline_tps"]),
             pct(&r["roofline_fraction"]),
+            r["vs_one_stream"]
+                .as_f64()
+                .map_or("-".to_owned(), |x| format!("{x:.2}x")),
         ));
     }
     std::fs::write(out_dir.join("report.md"), &md)?;
