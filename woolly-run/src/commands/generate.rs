@@ -96,7 +96,6 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             opts.n_ctx
         );
     }
-    let n_ctx = opts.n_ctx;
     let mut session = Session::new(model, opts)?;
     let mut sampler = Sampler::new(params);
 
@@ -188,7 +187,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     // Fewer tokens than asked, and no end token or stop string: the context ran out.
     if generation.finish == FinishReason::Length && generation.tokens.len() < args.n_predict {
         eprintln!(
-            "woolly-run: stopped at the end of the context ({n_ctx} positions; a larger --ctx allows more)"
+            "woolly-run: stopped at the end of the context ({} positions; a larger --ctx allows more)",
+            session.n_ctx()
         );
     }
     Ok(())
