@@ -297,11 +297,9 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     );
     md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in &rows {
-        let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.2}"));
-        let pct = |v: &Value| {
-            v.as_f64()
-                .map_or("-".to_owned(), |x| format!("{:.0}%", 100.0 * x))
-        };
+        // A number as `show` writes it, or "-" where the row has none.
+        let cell = |v: &Value, show: fn(f64) -> String| v.as_f64().map_or("-".to_owned(), show);
+        let f = |v: &Value| cell(v, |x| format!("{x:.2}"));
         md.push_str(&format!(
             "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} |\n",
             r["model"].as_str().unwrap_or("?"),
@@ -312,10 +310,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             f(&r["llama_cpp_tps"]),
             f(&r["ratio"]),
             f(&r["tg_roofline_tps"]),
-            pct(&r["roofline_fraction"]),
-            r["vs_one_stream"]
-                .as_f64()
-                .map_or("-".to_owned(), |x| format!("{x:.2}x")),
+            cell(&r["roofline_fraction"], |x| format!("{:.0}%", 100.0 * x)),
+            cell(&r["vs_one_stream"], |x| format!("{x:.2}x")),
         ));
     }
     std::fs::write(out_dir.join("report.md"), &md)?;
