@@ -419,9 +419,9 @@ pub fn attention_f32<V: Simd, const HD: usize>(
     attend::<V, f32, HD, false>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
 }
 
-/// [`attention_f32`](fn@attention_f32) (see there) against an f16 KV cache, rounding as ggml does: `q` is
-/// rounded to f16 in place first, and the normalized weights (left in `scores`) are
-/// rounded to f16 before they multiply the values.
+/// [`attention_f32`](fn@attention_f32) (see there) against an f16 KV cache, rounding as
+/// ggml does: `q` is rounded to f16 in place first, and the normalized weights (left in
+/// `scores`) are rounded to f16 before they multiply the values.
 /// Bit for bit [`crate::reference::attention_f16`]: see the module docs.
 /// shapes: q, out: (n_q, HD); k: (ceil(n_pos / K_BLOCK), n_kv_head, HD, K_BLOCK);
 /// vals: (n_pos, n_kv_head, HD); scores: (n_q, n_pos)

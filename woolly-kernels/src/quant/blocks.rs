@@ -219,7 +219,8 @@ assert_layout!(BlockQ8_1, GgmlType::Q8_1, 36, 2);
 
 /// Each block's `d` and `s` as f32 (exact), for the tiles that read them as broadcast
 /// operands rather than converting them per block and weight row
-/// ([`crate::ops::qtile::tile2_q4_1_q8_1`](fn@crate::ops::qtile::tile2_q4_1_q8_1)).   shapes: x, out: (n,)
+/// ([`crate::ops::qtile::tile2_q4_1_q8_1`](fn@crate::ops::qtile::tile2_q4_1_q8_1)).
+/// shapes: x, out: (n,)
 pub fn q8_1_scales_f32(x: &[BlockQ8_1], out: &mut [[f32; 2]]) {
     use half::slice::HalfFloatSliceExt;
     assert_eq!(x.len(), out.len(), "one pair per block");

@@ -104,9 +104,10 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
 }
 
 /// Two consecutive row groups of Q4_K (16 rows: `w` holds group a's super-blocks, then
-/// group b's) x Q8_K activations, into `out_a` and `out_b` as [`tile_q4k_q8k`](fn@tile_q4k_q8k) would
-/// write them. AVX-512 runs both groups in one 512-bit vector per step (one i32 lane per
-/// row), so each broadcast activation and each `vpdpbusd` serves 16 rows instead of 8;
+/// group b's) x Q8_K activations, into `out_a` and `out_b` as
+/// [`tile_q4k_q8k`](fn@tile_q4k_q8k) would write them. AVX-512 runs both groups in one
+/// 512-bit vector per step (one i32 lane per row), so each broadcast activation and each
+/// `vpdpbusd` serves 16 rows instead of 8;
 /// other ISAs run the reference, and dispatch only uses this kernel on AVX-512
 /// ([`crate::dispatch::Tiles::q4k_pair`]).
 /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)

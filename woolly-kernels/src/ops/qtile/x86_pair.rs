@@ -1,5 +1,7 @@
-//! AVX-512 bodies of the two-group tiles ([`super::tile2_q4k_q8k`](fn@super::tile2_q4k_q8k),
-//! [`super::tile2_q6k_q8k`](fn@super::tile2_q6k_q8k), [`super::tile2_q4_1_q8_1`](fn@super::tile2_q4_1_q8_1),
+//! AVX-512 bodies of the two-group tiles
+//! ([`super::tile2_q4k_q8k`](fn@super::tile2_q4k_q8k),
+//! [`super::tile2_q6k_q8k`](fn@super::tile2_q6k_q8k),
+//! [`super::tile2_q4_1_q8_1`](fn@super::tile2_q4_1_q8_1),
 //! [`super::tile2_q8_0_q8_0`](fn@super::tile2_q8_0_q8_0)):
 //! two eight-row groups `a` and `b` side by side in 512-bit vectors, lanes 0..8 the rows
 //! of `a` and 8..16 those of `b`. Each half is assembled from the eight-row layout with
