@@ -80,6 +80,28 @@ pub fn bytes_per_token(file: &GgufFile) -> u64 {
         .sum()
 }
 
+/// `cargo xtask roofline`: prints the DRAM read bandwidth with `threads` threads, then
+/// each model's bytes read per generated token and the tokens/s that bandwidth allows.
+pub fn print_roofline(threads: usize, models: &[PathBuf]) -> anyhow::Result<()> {
+    // Open the models first, so a bad path fails before the ten-second measurement.
+    let files = models
+        .iter()
+        .map(|m| GgufFile::open(m).with_context(|| format!("opening {}", m.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let gbps = dram_read_gbps(threads);
+    println!("DRAM read: {gbps:.1} GB/s ({threads} threads)");
+    for (path, file) in models.iter().zip(&files) {
+        let per_token = bytes_per_token(file);
+        println!(
+            "{}: {:.1} MiB read per token, tg roofline {:.2} t/s",
+            path.display(),
+            per_token as f64 / (1u64 << 20) as f64,
+            gbps * 1e9 / per_token as f64
+        );
+    }
+    Ok(())
+}
+
 fn run_json(cmd: &mut Command) -> anyhow::Result<Value> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {

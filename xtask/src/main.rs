@@ -4,6 +4,7 @@
 //! - `fetch-model NAME`: download a known model into the cache (`smollm2`).
 //! - `fuzz [--time 60] [TARGET]`: the cargo-fuzz targets under `fuzz/`, each for `--time` s.
 //! - `bench [--quick]`: benchmarks, side by side with llama.cpp when installed.
+//! - `roofline [-t N] [MODEL.gguf..]`: DRAM read bandwidth and each model's tg roofline.
 //! - `make-model`: a Llama GGUF with random weights at a real shape, for benchmarks.
 //! - `gen --model M.gguf`: extend `woolly-kernels/specialize.toml` with a model's dimensions.
 //! - `test --aarch64`: the kernel and model suites under qemu.
@@ -46,6 +47,15 @@ enum Cmd {
         /// Thread counts, comma separated (default: the physical cores).
         #[arg(short, long, value_delimiter = ',')]
         threads: Vec<usize>,
+    },
+    /// Measure the DRAM read bandwidth and print each model's token-generation roofline
+    /// (weight bytes read per token / bandwidth).
+    Roofline {
+        /// Threads reading (default: all the machine's).
+        #[arg(short, long)]
+        threads: Option<usize>,
+        /// GGUF models whose roofline to print.
+        models: Vec<std::path::PathBuf>,
     },
     /// Write a Llama GGUF with seeded random weights at a real model shape.
     MakeModel {
@@ -108,6 +118,10 @@ fn main() -> anyhow::Result<()> {
                 threads
             },
         }),
+        Cmd::Roofline { threads, models } => bench::print_roofline(
+            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            &models,
+        ),
         Cmd::MakeModel {
             shape,
             ty,
