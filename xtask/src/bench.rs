@@ -279,12 +279,19 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 continue;
             }
             let (mean, sd) = stats(xs);
-            let single_tg = test.starts_with("tg") && !test.contains('x');
+            // The bandwidth was measured with the most threads: the roofline is theirs.
+            let single_tg =
+                test.starts_with("tg") && !test.contains('x') && *threads as usize == threads_max;
             // A batched test (`tg32x8`) against the same test with one stream (`tg32`).
             let batching_gain = test.split_once('x').and_then(|(one, _)| {
                 let single = samples.get(&(engine.clone(), one.to_owned(), *threads))?;
                 Some(mean / stats(single).0)
             });
+            // The same test on one thread, when it ran (`-t 1,16`): the thread scaling.
+            let thread_scaling = samples
+                .get(&(engine.clone(), test.clone(), 1))
+                .filter(|_| *threads > 1)
+                .map(|one| mean / stats(one).0);
             let peer = samples
                 .get(&("llama.cpp".to_owned(), test.clone(), *threads))
                 .map(|p| stats(p));
@@ -303,6 +310,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 "tg_roofline_tps": single_tg.then_some(roofline),
                 "roofline_fraction": single_tg.then_some(mean / roofline),
                 "vs_one_stream": batching_gain,
+                "vs_one_thread": thread_scaling,
             }));
         }
     }
@@ -315,15 +323,15 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     )?;
     let mut md = format!("DRAM read bandwidth: {gbps:.1} GB/s ({threads_max} threads)\n\n");
     md.push_str(
-        "| model | test | threads | woolly t/s | llama.cpp t/s | ratio | tg roofline t/s | of roofline | vs one stream |\n",
+        "| model | test | threads | woolly t/s | llama.cpp t/s | ratio | tg roofline t/s | of roofline | vs one stream | vs one thread |\n",
     );
-    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in &rows {
         // A number as `show` writes it, or "-" where the row has none.
         let cell = |v: &Value, show: fn(f64) -> String| v.as_f64().map_or("-".to_owned(), show);
         let f = |v: &Value| cell(v, |x| format!("{x:.2}"));
         md.push_str(&format!(
-            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} ± {} | {} | {} | {} | {} | {} | {} |\n",
             r["model"].as_str().unwrap_or("?"),
             r["test"].as_str().unwrap_or("?"),
             r["threads"],
@@ -334,6 +342,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
             f(&r["tg_roofline_tps"]),
             cell(&r["roofline_fraction"], |x| format!("{:.0}%", 100.0 * x)),
             cell(&r["vs_one_stream"], |x| format!("{x:.2}x")),
+            cell(&r["vs_one_thread"], |x| format!("{x:.2}x")),
         ));
     }
     std::fs::write(out_dir.join("report.md"), &md)?;
