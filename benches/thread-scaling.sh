@@ -30,6 +30,8 @@ for shape in tinyllama llama7b; do
   [ -f "$M/$shape.gguf" ] || "$KIT/xtask" make-model --shape $shape \
     --vocab-from "$KIT/vocab.gguf" --out "$M/$shape.gguf" || exit 1
 done
+# Written back now, not during the first timed run.
+sync
 "$KIT/xtask" roofline -t "$T" "$M/tinyllama.gguf" "$M/llama7b.gguf" | tee "$O/roofline.txt"
 peer() { [ -x "$KIT/llama-bench" ] && timeout 300 "$KIT/llama-bench" "$@" -o json; }
 # Generation at T threads, the two engines alternated (the first run also pages the file in).
