@@ -45,14 +45,14 @@ enum Cmd {
         #[arg(long)]
         llama7b: bool,
         /// Thread counts, comma separated (default: the physical cores).
-        #[arg(short, long, value_delimiter = ',')]
+        #[arg(short, long, value_delimiter = ',', value_parser = thread_count)]
         threads: Vec<usize>,
     },
     /// Measure the DRAM read bandwidth and print each model's token-generation roofline
     /// (weight bytes read per token / bandwidth).
     Roofline {
         /// Threads reading (default: all the machine's).
-        #[arg(short, long)]
+        #[arg(short, long, value_parser = thread_count)]
         threads: Option<usize>,
         /// GGUF models whose roofline to print.
         models: Vec<std::path::PathBuf>,
@@ -96,6 +96,15 @@ enum Cmd {
         /// The model's short name: smollm2.
         name: String,
     },
+}
+
+/// A `--threads` value: a whole number, at least 1.
+fn thread_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("a thread count must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -148,5 +157,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thread_count;
+
+    #[test]
+    fn thread_counts_are_whole_numbers_from_one() {
+        assert_eq!(thread_count("16"), Ok(16));
+        assert_eq!(thread_count("1"), Ok(1));
+        assert!(thread_count("0").unwrap_err().contains("at least 1"));
+        assert!(thread_count("-2").is_err());
+        assert!(thread_count("x").is_err());
     }
 }
