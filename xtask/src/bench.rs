@@ -96,10 +96,15 @@ pub fn print_roofline(threads: usize, models: &[PathBuf]) -> anyhow::Result<()> 
             "{}: {:.1} MiB read per token, tg roofline {:.2} t/s",
             path.display(),
             per_token as f64 / (1u64 << 20) as f64,
-            gbps * 1e9 / per_token as f64
+            tg_roofline_tps(gbps, per_token)
         );
     }
     Ok(())
+}
+
+/// The tokens/s that `gbps` allows when each token reads `per_token` bytes of weights.
+fn tg_roofline_tps(gbps: f64, per_token: u64) -> f64 {
+    gbps * 1e9 / per_token as f64
 }
 
 fn run_json(cmd: &mut Command) -> anyhow::Result<Value> {
@@ -224,7 +229,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<()> {
     for model in &models {
         let file = GgufFile::open(model)?;
         let per_token = bytes_per_token(&file);
-        let roofline = gbps * 1e9 / per_token as f64;
+        let roofline = tg_roofline_tps(gbps, per_token);
         // (engine, test, threads) -> samples
         let mut samples: std::collections::BTreeMap<(String, String, u64), Vec<f64>> =
             Default::default();

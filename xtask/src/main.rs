@@ -44,7 +44,7 @@ enum Cmd {
         /// Also benchmark the llama7b shape.
         #[arg(long)]
         llama7b: bool,
-        /// Thread counts, comma separated (default: the physical cores).
+        /// Thread counts, comma separated (default: every thread the machine offers).
         #[arg(short, long, value_delimiter = ',', value_parser = thread_count)]
         threads: Vec<usize>,
     },
@@ -107,6 +107,11 @@ fn thread_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// The default thread count: every thread the machine offers.
+fn all_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Ci => ci::run(),
@@ -122,15 +127,14 @@ fn main() -> anyhow::Result<()> {
             quick,
             llama7b,
             threads: if threads.is_empty() {
-                vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+                vec![all_threads()]
             } else {
                 threads
             },
         }),
-        Cmd::Roofline { threads, models } => bench::print_roofline(
-            threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            &models,
-        ),
+        Cmd::Roofline { threads, models } => {
+            bench::print_roofline(threads.unwrap_or_else(all_threads), &models)
+        }
         Cmd::MakeModel {
             shape,
             ty,
