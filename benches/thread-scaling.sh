@@ -26,6 +26,8 @@ mkdir -p "$O" "$M"
 exec > >(tee "$O/log.txt") 2>&1
 set -x
 lscpu | grep -E 'Model name|^CPU\(s\)|Thread|Core|L3'
+# What each core delivers with 1, 2, 4.. threads busy: the ceiling of pp512's scaling.
+"$KIT/xtask" clock | tee "$O/clock.txt"
 for shape in tinyllama llama7b; do
   [ -f "$M/$shape.gguf" ] || "$KIT/xtask" make-model --shape $shape \
     --vocab-from "$KIT/vocab.gguf" --out "$M/$shape.gguf" || exit 1

@@ -5,6 +5,7 @@
 //! - `fuzz [--time 60] [TARGET]`: the cargo-fuzz targets under `fuzz/`, each for `--time` s.
 //! - `bench [--quick]`: benchmarks, side by side with llama.cpp when installed.
 //! - `roofline [-t N] [MODEL.gguf..]`: DRAM read bandwidth and each model's tg roofline.
+//! - `clock [-t 1,2,4..]`: per-core clock and FMA rate with N threads busy: the scaling ceiling.
 //! - `make-model`: a Llama GGUF with random weights at a real shape, for benchmarks.
 //! - `gen --model M.gguf`: extend `woolly-kernels/specialize.toml` with a model's dimensions.
 //! - `test --aarch64`: the kernel and model suites under qemu.
@@ -12,6 +13,7 @@
 mod aarch64;
 mod bench;
 mod ci;
+mod clock;
 mod fuzz;
 mod make_model;
 mod specialize;
@@ -56,6 +58,13 @@ enum Cmd {
         threads: Option<usize>,
         /// GGUF models whose roofline to print.
         models: Vec<std::path::PathBuf>,
+    },
+    /// Measure each thread's clock and FMA rate with 1, 2, 4.. threads busy at once, and
+    /// the speed-up a compute-bound job can reach at each count.
+    Clock {
+        /// Thread counts, comma separated (default: 1, powers of two, every thread).
+        #[arg(short, long, value_delimiter = ',', value_parser = thread_count)]
+        threads: Vec<usize>,
     },
     /// Write a Llama GGUF with seeded random weights at a real model shape.
     MakeModel {
@@ -135,6 +144,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Roofline { threads, models } => {
             bench::print_roofline(threads.unwrap_or_else(all_threads), &models)
         }
+        Cmd::Clock { threads } => clock::run(&if threads.is_empty() {
+            clock::default_counts(all_threads())
+        } else {
+            threads
+        }),
         Cmd::MakeModel {
             shape,
             ty,
