@@ -16,7 +16,9 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use woolly_kernels::ops::qtile;
 use woolly_kernels::quant::interleaved::{Interleave, ROWS, pack_rows};
-use woolly_kernels::quant::{Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+use woolly_kernels::quant::{
+    Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K,
+};
 use woolly_kernels::testing::TestRng;
 use woolly_kernels::{Isa, Kernels};
 
@@ -222,6 +224,8 @@ fn qtiles(c: &mut Criterion) {
         },
     );
     let x80: Vec<BlockQ8_0> = rng.q8_0_act(8 * cols / 32);
+    let mut x80_unsigned = vec![BlockQ8_0Unsigned::ZERO; x80.len()];
+    woolly_kernels::quant::q8_0_unsigned(&x80, &mut x80_unsigned);
     bench_format::<BlockQ8_0, _>(
         c,
         "q8_0",
@@ -233,7 +237,11 @@ fn qtiles(c: &mut Criterion) {
         },
         |isa| {
             let k = Kernels::select(isa).tiles.q8_0_pair?;
-            Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+            // Made unsigned once per product, as the packed pass does.
+            let xu = x80_unsigned.clone();
+            Some(Box::new(move |w, x, a, b| {
+                k.call(w, x, &xu[..x.len()], a, b)
+            }))
         },
         |isa| {
             let k = Kernels::select(isa).vec_dot_q8_0_q8_0;

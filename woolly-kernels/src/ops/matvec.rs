@@ -147,6 +147,9 @@ pub struct MatmulScratch {
     pub(crate) q8k: Vec<BlockQ8K>,
     /// Activations quantized to Q8_0.              shape: (batch, cols / 32)
     pub(crate) q8_0: Vec<BlockQ8_0>,
+    /// The Q8_0 blocks made unsigned, for the AVX-512 Q8_0 pair tile.
+    ///                                              shape: (batch, cols / 32)
+    pub(crate) q8_0_unsigned: Vec<crate::quant::BlockQ8_0Unsigned>,
     /// Activations quantized to Q8_1.              shape: (batch, cols / 32)
     pub(crate) q8_1: Vec<BlockQ8_1>,
     /// Each Q8_1 block's `d` and `s` as f32, for the AVX-512 Q4_1 pair tile.

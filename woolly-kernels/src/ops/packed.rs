@@ -17,7 +17,9 @@ use crate::ops::matvec::{
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, packed_blocks};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
-use crate::quant::{Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+use crate::quant::{
+    Block, BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K,
+};
 
 /// The interleaved blocks of one matrix.
 #[derive(Debug)]
@@ -244,7 +246,8 @@ impl PackedMatrix {
 enum Quantized<'a> {
     /// The blocks, and their `d` and `s` as f32 where a pair tile reads them (else empty).
     Q8_1(&'a [BlockQ8_1], &'a [[f32; 2]]),
-    Q8_0(&'a [BlockQ8_0]),
+    /// The blocks, and the blocks made unsigned where a pair tile reads them (else empty).
+    Q8_0(&'a [BlockQ8_0], &'a [BlockQ8_0Unsigned]),
     Q8K(&'a [BlockQ8K]),
 }
 
@@ -305,9 +308,10 @@ impl PackedMatrix {
                 let (w, x) = parts(w, groups, (g, 2), x, t);
                 pair.call(w, x, xf, out_a, out_b);
             }
-            (Packed::Q8_0(w), Quantized::Q8_0(x)) if let Some(pair) = tiles.q8_0_pair => {
+            (Packed::Q8_0(w), Quantized::Q8_0(x, xu)) if let Some(pair) = tiles.q8_0_pair => {
+                let (_, xu) = parts(w, groups, (g, 2), xu, t);
                 let (w, x) = parts(w, groups, (g, 2), x, t);
-                pair.call(w, x, out_a, out_b);
+                pair.call(w, x, xu, out_a, out_b);
             }
             _ => return false,
         }
@@ -322,7 +326,7 @@ impl PackedMatrix {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q4_1.call(w, x, out);
             }
-            (Packed::Q8_0(w), Quantized::Q8_0(x)) => {
+            (Packed::Q8_0(w), Quantized::Q8_0(x, _)) => {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q8_0.call(w, x, out);
             }
@@ -406,6 +410,7 @@ impl Kernels {
         }
         let MatmulScratch {
             q8_0,
+            q8_0_unsigned,
             q8_1,
             q8_1_f32,
             q8k,
@@ -422,9 +427,15 @@ impl Kernels {
                 }
                 Quantized::Q8_1(x, q8_1_f32)
             }
-            GgmlType::Q8_0 => Quantized::Q8_0(quantize_rows(q8_0, x, batch, |x, q| {
-                self.quantize_q8_0.call(x, q)
-            })),
+            GgmlType::Q8_0 => {
+                let x = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
+                q8_0_unsigned.clear();
+                if self.tiles.q8_0_pair.is_some() {
+                    q8_0_unsigned.resize(x.len(), BlockQ8_0Unsigned::ZERO);
+                    crate::quant::q8_0_unsigned(x, q8_0_unsigned);
+                }
+                Quantized::Q8_0(x, q8_0_unsigned)
+            }
             GgmlType::Q8K => Quantized::Q8K(quantize_rows(q8k, x, batch, |x, q| {
                 self.quantize_q8k.call(x, q)
             })),

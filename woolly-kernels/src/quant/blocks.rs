@@ -240,6 +240,47 @@ pub fn q8_1_scales_f32(x: &[BlockQ8_1], out: &mut [[f32; 2]]) {
     }
 }
 
+/// A Q8_0 activation block as the AVX-512 Q8_0 pair tile reads it
+/// ([`crate::ops::qtile::tile2_q8_0_q8_0`](fn@crate::ops::qtile::tile2_q8_0_q8_0)): the
+/// quants made unsigned (`q + 128`, which is `q ^ 0x80` as a byte) for `vpdpbusd`, and the
+/// scale as f32 (exact). Prepared once per product, not once per pair of row groups.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8_0Unsigned {
+    /// `q + 128` for each quant `q` of the block, in weight order.
+    pub qs: [u8; QK],
+    /// The block's scale.
+    pub d: f32,
+}
+
+impl BlockQ8_0Unsigned {
+    /// A block of zero quants (bytes 128) and scale 0.
+    pub const ZERO: BlockQ8_0Unsigned = BlockQ8_0Unsigned {
+        qs: [128; QK],
+        d: 0.0,
+    };
+}
+
+/// Each block of `x` as [`BlockQ8_0Unsigned`].
+/// shapes: x, out: (n,)
+pub fn q8_0_unsigned(x: &[BlockQ8_0], out: &mut [BlockQ8_0Unsigned]) {
+    use half::slice::HalfFloatSliceExt;
+    assert_eq!(x.len(), out.len(), "one unsigned block per block");
+    // Scales gathered and converted a chunk at a time, as in `q8_1_scales_f32`.
+    const CHUNK: usize = 32;
+    let (mut h, mut f) = ([half::f16::ZERO; CHUNK], [0f32; CHUNK]);
+    for (o, b) in out.chunks_mut(CHUNK).zip(x.chunks(CHUNK)) {
+        for (h, b) in h.iter_mut().zip(b) {
+            *h = b.d;
+        }
+        h[..b.len()].convert_to_f32_slice(&mut f[..b.len()]);
+        for ((o, b), d) in o.iter_mut().zip(b).zip(f) {
+            o.qs = b.qs.map(|q| (q as u8) ^ 0x80);
+            o.d = d;
+        }
+    }
+}
+
 /// Q2_K: 256 weights in 16 groups of 16, `d * sc * q - dmin * m` with 4-bit `sc`/`m`
 /// and 2-bit `q` (84 bytes).
 #[repr(C)]

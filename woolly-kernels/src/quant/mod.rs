@@ -26,8 +26,8 @@ pub mod search;
 
 pub use blocks::{
     Block, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
-    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, as_bytes, blocks, blocks_mut, q8_1_scales_f32,
-    read_block,
+    BlockQ6K, BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K, QK, as_bytes, blocks, blocks_mut,
+    q8_0_unsigned, q8_1_scales_f32, read_block,
 };
 pub use kquants::{
     dequantize_row_q2k, dequantize_row_q3k, dequantize_row_q4k, dequantize_row_q5k,
@@ -388,6 +388,24 @@ impl std::fmt::Display for GgmlType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn q8_0_unsigned_blocks_are_each_quant_plus_128_and_the_scale() {
+        crate::testing::cases("q8_0_unsigned", 64, 4, |size, seed| {
+            let mut rng = crate::testing::TestRng::new(seed);
+            let n = [1, 31, 32, 33 + rng.range(0, 200)][size];
+            let x = rng.q8_0_act(n);
+            let mut out = vec![BlockQ8_0Unsigned::ZERO; n];
+            q8_0_unsigned(&x, &mut out);
+            for (i, (o, b)) in out.iter().zip(&x).enumerate() {
+                let qs: Vec<u8> = b.qs.iter().map(|&q| (i16::from(q) + 128) as u8).collect();
+                if o.qs[..] != qs[..] || o.d.to_bits() != f32::from(b.d).to_bits() {
+                    return Err(format!("block {i} of {n}: {o:?} against {b:?}"));
+                }
+            }
+            Ok(())
+        });
+    }
 
     #[test]
     fn q8_1_scales_are_each_blocks_d_and_s() {

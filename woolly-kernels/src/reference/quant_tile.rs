@@ -7,7 +7,9 @@
 
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
-use crate::quant::{BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+use crate::quant::{
+    BlockQ4_1, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K,
+};
 
 use super::quant_dot as qd;
 
@@ -90,9 +92,20 @@ pub fn tile2_q4_1_q8_1(
 }
 
 /// Two consecutive row groups of Q8_0 (`w` holds group `a`'s `nb` blocks, then group
-/// `b`'s) against Q8_0 activations: [`tile_q8_0_q8_0`] of each group.
-/// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)
-pub fn tile2_q8_0_q8_0(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out_a: &mut [f32], out_b: &mut [f32]) {
+/// `b`'s) against Q8_0 activations: [`tile_q8_0_q8_0`] of each group. `xu` holds the
+/// activation blocks made unsigned ([`crate::quant::q8_0_unsigned`]); the reference
+/// checks it against `x`.
+/// shapes: w: (2 * nb,); x, xu: (n_tok, nb); out_a, out_b: (n_tok, 8)
+pub fn tile2_q8_0_q8_0(
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    xu: &[BlockQ8_0Unsigned],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let mut want = vec![BlockQ8_0Unsigned::ZERO; x.len()];
+    crate::quant::q8_0_unsigned(x, &mut want);
+    assert_eq!(xu, want, "xu holds x made unsigned");
     let (wa, wb) = w.split_at(w.len() / 2);
     tile_q8_0_q8_0(wa, x, out_a);
     tile_q8_0_q8_0(wb, x, out_b);

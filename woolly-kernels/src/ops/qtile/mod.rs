@@ -17,7 +17,7 @@ use woolly_kernels_macros::kernel;
 
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
-use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8K};
+use crate::quant::{BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K};
 use crate::reference::quant_tile as r;
 use crate::simd::Simd;
 
@@ -220,8 +220,10 @@ pub fn tile2_q4_1_q8_1<V: Simd>(
 }
 
 /// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q8_0: two consecutive row groups, one 512-bit vector of
-/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q8_0_pair`]).
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q8_0_pair`]). `xu` holds
+/// the activation blocks made unsigned with f32 scales ([`crate::quant::q8_0_unsigned`]),
+/// prepared once per product instead of once per pair of row groups.
+/// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::tile2_q8_0_q8_0,
@@ -230,6 +232,11 @@ pub fn tile2_q4_1_q8_1<V: Simd>(
     test(
         w = { let nb = rng.range(1, 40); rng.q8_0x8(2 * nb) },
         x = { let t = rng.range(1, 20); rng.q8_0_act(t * w.len() / 2) },
+        xu = {
+            let mut xu = vec![crate::quant::BlockQ8_0Unsigned::ZERO; x.len()];
+            crate::quant::q8_0_unsigned(&x, &mut xu);
+            xu
+        },
         out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
         out_b = rng.f32s(out_a.len()),
     ),
@@ -238,11 +245,12 @@ pub fn tile2_q8_0_q8_0<V: Simd>(
     v: V,
     w: &[BlockQ8_0x8],
     x: &[BlockQ8_0],
+    xu: &[BlockQ8_0Unsigned],
     out_a: &mut [f32],
     out_b: &mut [f32],
 ) {
     let _ = v;
-    r::tile2_q8_0_q8_0(w, x, out_a, out_b)
+    r::tile2_q8_0_q8_0(w, x, xu, out_a, out_b)
 }
 
 /// Every tile kernel's registry view.

@@ -17,7 +17,7 @@ use super::x86::{f16x8, load32, prefetch_ahead, store8};
 use super::x86_k::{avx512, load16, q32, scale_vnni};
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, ROWS};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
-use crate::quant::{BlockQ8_0, BlockQ8_1, BlockQ8K};
+use crate::quant::{BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K};
 
 /// Stamps the public entry of a two-group tile: the token argument, the split of `w`
 /// into the two groups and the token split of [`pair_tiles`] around `$body`, the
@@ -91,6 +91,14 @@ fn bcast4_16(q: &[i8; 32], i: usize) -> __m512i {
     _mm512_set1_epi32(i32::from_le_bytes([
         b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
     ]))
+}
+
+/// Unsigned activation quants `q[i..i + 4]` broadcast to all sixteen 32-bit lanes.
+#[target_feature(enable = "avx512f,avx2")]
+#[inline]
+fn bcast4_16u(q: &[u8; 32], i: usize) -> __m512i {
+    let b = &q[i..i + 4];
+    _mm512_set1_epi32(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `acc + sc * sum_k dot4(u[k], xq[i0 + 4k..i0 + 4k + 4])` per lane ([`gdot_vnni`]
@@ -425,57 +433,33 @@ pub fn tile2_q4_1_q8_1(
     });
 }
 
-/// Blocks whose activations [`q8_0_pair_n`] prepares at once (4.5 KiB of stack at eight
-/// tokens).
-const CHUNK: usize = 16;
-
-/// `N` tokens of both Q8_0 groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
+/// `N` tokens of both Q8_0 groups.   shapes: wa, wb: (nb,); xu: (N, nb); oa, ob: (N, 8)
 ///
 /// AVX-512 has no byte `sign`, so instead of the eight-row bodies' `|w| * sign(x, w)` the
 /// activations are made unsigned: `sum (x + 128) w = sum x w + 128 sum w`, with
-/// `x + 128 = x ^ 0x80` in 0..=255 for every i8 and `sum w` taken once per block by a
-/// `vpdpbusd` against ones. All integers are exact (four products of at most 255 * 128
-/// per step), so `isum` is the reference's for any bytes.
+/// `x + 128` in 0..=255 for every i8 (prepared once per product, `xu`) and `sum w` taken
+/// once per block by a `vpdpbusd` against ones. All integers are exact (four products of
+/// at most 255 * 128 per step), so `isum` is the reference's for any bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 fn q8_0_pair_n<const N: usize>(
     wa: &[BlockQ8_0x8],
     wb: &[BlockQ8_0x8],
-    x: &[BlockQ8_0],
+    xu: &[BlockQ8_0Unsigned],
     oa: &mut [f32],
     ob: &mut [f32],
 ) {
     let nb = wa.len();
+    assert_eq!(wb.len(), nb, "groups of one width");
+    assert_eq!(xu.len(), N * nb, "N tokens of nb blocks");
     let ones = _mm512_set1_epi8(1);
-    let bias = _mm256_set1_epi8(-128);
-    let xs: [&[BlockQ8_0]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
     let mut sum = [_mm512_setzero_ps(); N];
-    // Each token's quants `x ^ 0x80` and scales `d` (as f32) for the current CHUNK
-    // blocks, prepared once per call rather than per broadcast and per token (eight
-    // `vpxord`s and an f16 conversion a block and token, on the ports the `vpdpbusd`s
-    // need).
-    let mut xus = [[[0i8; 32]; CHUNK]; N];
-    let mut dxs = [[0f32; CHUNK]; N];
-    for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
-        let slot = b % CHUNK;
-        if slot == 0 {
-            for n in 0..N {
-                let blocks = &xs[n][b..nb.min(b + CHUNK)];
-                let mut d = [half::f16::ZERO; CHUNK];
-                for (d, xb) in d.iter_mut().zip(blocks) {
-                    *d = xb.d;
-                }
-                for h in 0..CHUNK / ROWS {
-                    let d: &[half::f16; ROWS] = d[h * ROWS..][..ROWS].try_into().expect("8");
-                    store8(&mut dxs[n][h * ROWS..], f16x8(d));
-                }
-                for (xu, xb) in xus[n].iter_mut().zip(blocks) {
-                    let v = _mm256_xor_si256(load32(&xb.qs), bias);
-                    // SAFETY: `xu` is 32 bytes; storeu needs no alignment.
-                    unsafe { _mm256_storeu_si256(xu.as_mut_ptr().cast(), v) };
-                }
-            }
-        }
+    for b in 0..nb {
+        let (ba, bb) = (&wa[b], &wb[b]);
+        // Token n's block b, unchecked, as in `q4_1_pair_n`.
+        // SAFETY: b < nb and n < N, so n * nb + b < N * nb, the length of `xu` (asserted).
+        let xb: [&BlockQ8_0Unsigned; N] =
+            std::array::from_fn(|n| unsafe { xu.get_unchecked(n * nb + b) });
         prefetch_ahead(ba);
         prefetch_ahead(bb);
         // Chunk k: weights 4k..4k+4 of each row.
@@ -488,7 +472,7 @@ fn q8_0_pair_n<const N: usize>(
         let offset = _mm512_slli_epi32::<7>(wsum);
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         for_each_token!(n < N {
-            let xu = |k: usize| bcast4_16(&xus[n][slot], 4 * k);
+            let xu = |k: usize| bcast4_16u(&xb[n].qs, 4 * k);
             let mut a = _mm512_dpbusd_epi32(z, xu(0), q[0]);
             let mut c = _mm512_dpbusd_epi32(z, xu(1), q[1]);
             for k in (2..8).step_by(2) {
@@ -497,7 +481,7 @@ fn q8_0_pair_n<const N: usize>(
             }
             let isum = _mm512_sub_epi32(_mm512_add_epi32(a, c), offset);
             // The reference's combine: (dw * dx) * isum.
-            let dx = _mm512_set1_ps(dxs[n][slot]);
+            let dx = _mm512_set1_ps(xb[n].d);
             let v = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
             sum[n] = _mm512_add_ps(sum[n], v);
         });
@@ -505,21 +489,42 @@ fn q8_0_pair_n<const N: usize>(
     store_halves(&sum, oa, ob);
 }
 
-pair_entry!(
-    /// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
-    /// [`crate::reference::quant_tile::tile2_q8_0_q8_0`].
-    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
-    tile2_q8_0_q8_0,
-    BlockQ8_0x8,
-    BlockQ8_0,
-    q8_0_pair_n
-);
+/// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
+/// [`crate::reference::quant_tile::tile2_q8_0_q8_0`]; `xu` holds the activation blocks
+/// made unsigned ([`crate::quant::q8_0_unsigned`]), which is all this kernel reads of
+/// them (`x` gives the shapes).
+/// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller must
+/// know the CPU has them (the token argument proves it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn tile2_q8_0_q8_0(
+    _: crate::isa::Avx512Token,
+    w: &[BlockQ8_0x8],
+    x: &[BlockQ8_0],
+    xu: &[BlockQ8_0Unsigned],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    assert!(w.len().is_multiple_of(2), "two groups of blocks");
+    assert_eq!(xu.len(), x.len(), "one unsigned block per activation block");
+    let (wa, wb) = w.split_at(w.len() / 2);
+    pair_tiles(wa.len(), x, out_a, out_b, |r, oa, ob| {
+        let xu = &xu[r];
+        match xu.len() / wa.len() {
+            8 => q8_0_pair_n::<8>(wa, wb, xu, oa, ob),
+            4 => q8_0_pair_n::<4>(wa, wb, xu, oa, ob),
+            _ => q8_0_pair_n::<1>(wa, wb, xu, oa, ob),
+        }
+    });
+}
 
 #[cfg(test)]
 mod tests {
     use crate::isa::Isa;
     use crate::quant::interleaved::pack_rows;
-    use crate::quant::{Block, BlockQ8_0};
+    use crate::quant::{Block, BlockQ8_0, BlockQ8_0Unsigned, q8_0_unsigned};
     use crate::reference::quant_tile as r;
 
     /// Bytes the quantizers never write still give the reference's integers: weights and
@@ -535,11 +540,14 @@ mod tests {
             x.qs = [xq; 32];
             let p = pack_rows(&[w; 16], 8);
             let xs = vec![x; 5];
+            let mut xu = vec![BlockQ8_0Unsigned::ZERO; 5];
+            q8_0_unsigned(&xs, &mut xu);
             let (mut want_a, mut want_b) = ([0.0f32; 40], [0.0f32; 40]);
-            r::tile2_q8_0_q8_0(&p, &xs, &mut want_a, &mut want_b);
+            r::tile2_q8_0_q8_0(&p, &xs, &xu, &mut want_a, &mut want_b);
             for isa in Isa::available() {
                 let (mut a, mut b) = ([1.0f32; 40], [1.0f32; 40]);
-                super::super::tile2_q8_0_q8_0::select(isa, &[]).call(&p, &xs, &mut a, &mut b);
+                let pair = super::super::tile2_q8_0_q8_0::select(isa, &[]);
+                pair.call(&p, &xs, &xu, &mut a, &mut b);
                 assert_eq!((a, b), (want_a, want_b), "{isa:?}, w = {wq}, x = {xq}");
             }
         }
