@@ -853,9 +853,6 @@ mod tests {
         }
     }
 
-    /// A token's logits are the same bits whatever the thread count and whatever else is
-    /// in its batch: attention tasks are split over threads, never a task's arithmetic,
-    /// and a long batch runs as sub-batches whose logits rows follow one another.
     /// A batch's rotations, shared out across threads, are each row's serial rotation.
     #[test]
     fn rope_batch_rotates_each_row_as_rope_does() {
@@ -884,6 +881,9 @@ mod tests {
         }
     }
 
+    /// A token's logits are the same bits whatever the thread count and whatever else is
+    /// in its batch: attention tasks are split over threads, never a task's arithmetic,
+    /// and a long batch runs as sub-batches whose logits rows follow one another.
     #[test]
     fn logits_do_not_depend_on_threads_or_batch() {
         let model = Model::load(conformance_file("models/tiny-q4km.gguf")).unwrap();

@@ -33,8 +33,14 @@ struct Probe {
     fma_per_ns: f64,
 }
 
-/// Runs `n` dependent adds and returns the chain's end (so it is not optimized away).
+/// Runs `n` dependent adds (a whole number of eights, at least one) and returns the
+/// chain's end (so it is not optimized away).
 fn dependent_adds(n: u64) -> u64 {
+    // The loop below runs eight adds a turn and at least one turn.
+    assert!(
+        n >= 8 && n.is_multiple_of(8),
+        "{n} adds: a whole number of eights"
+    );
     let mut x = black_box(0u64);
     #[cfg(target_arch = "x86_64")]
     {
