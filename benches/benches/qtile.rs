@@ -171,7 +171,12 @@ fn qtiles(c: &mut Criterion) {
             },
             |isa| {
                 let k = Kernels::select(isa).tiles.q4k_pair?;
-                Some(Box::new(move |w, x, a, b| k.call(w, x, a, b)))
+                // Summed once per product, as the packed pass does.
+                let mut sums = vec![[0i16; 8]; x8k.len()];
+                woolly_kernels::quant::q8k_sums32(&x8k, &mut sums);
+                Some(Box::new(move |w, x, a, b| {
+                    k.call(w, x, &sums[..x.len()], a, b)
+                }))
             },
             |isa| {
                 let k = Kernels::select(isa).vec_dot_q4k_q8k;

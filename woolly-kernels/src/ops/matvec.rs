@@ -145,6 +145,9 @@ pub(crate) fn for_tasks_with_stage(
 pub struct MatmulScratch {
     /// Activations quantized to Q8_K.              shape: (batch, cols / 256)
     pub(crate) q8k: Vec<BlockQ8K>,
+    /// Each Q8_K block's sums of 32 quants, for the AVX-512 Q4_K pair tile.
+    ///                                              shape: (batch, cols / 256)
+    pub(crate) q8k_sums32: Vec<[i16; 8]>,
     /// Activations quantized to Q8_0.              shape: (batch, cols / 32)
     pub(crate) q8_0: Vec<BlockQ8_0>,
     /// The Q8_0 blocks made unsigned, for the AVX-512 Q8_0 pair tile.

@@ -248,7 +248,8 @@ enum Quantized<'a> {
     Q8_1(&'a [BlockQ8_1], &'a [[f32; 2]]),
     /// The blocks, and the blocks made unsigned where a pair tile reads them (else empty).
     Q8_0(&'a [BlockQ8_0], &'a [BlockQ8_0Unsigned]),
-    Q8K(&'a [BlockQ8K]),
+    /// The blocks, and their sums of 32 quants where a pair tile reads them (else empty).
+    Q8K(&'a [BlockQ8K], &'a [[i16; 8]]),
 }
 
 impl PackedMatrix {
@@ -292,11 +293,12 @@ impl PackedMatrix {
         let groups = self.groups();
         let tiles = &k.tiles;
         match (&self.blocks, x) {
-            (Packed::Q4K(w), Quantized::Q8K(x)) if let Some(pair) = tiles.q4k_pair => {
+            (Packed::Q4K(w), Quantized::Q8K(x, xs)) if let Some(pair) = tiles.q4k_pair => {
+                let (_, xs) = parts(w, groups, (g, 2), xs, t);
                 let (w, x) = parts(w, groups, (g, 2), x, t);
-                pair.call(w, x, out_a, out_b);
+                pair.call(w, x, xs, out_a, out_b);
             }
-            (Packed::Q6K(w), Quantized::Q8K(x))
+            (Packed::Q6K(w), Quantized::Q8K(x, _))
                 if t.1 - t.0 > 1
                     && let Some(pair) = tiles.q6k_pair =>
             {
@@ -330,11 +332,11 @@ impl PackedMatrix {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q8_0.call(w, x, out);
             }
-            (Packed::Q4K(w), Quantized::Q8K(x)) => {
+            (Packed::Q4K(w), Quantized::Q8K(x, _)) => {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q4k.call(w, x, out);
             }
-            (Packed::Q6K(w), Quantized::Q8K(x)) => {
+            (Packed::Q6K(w), Quantized::Q8K(x, _)) => {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
                 tiles.q6k.call(w, x, out);
             }
@@ -414,6 +416,7 @@ impl Kernels {
             q8_1,
             q8_1_f32,
             q8k,
+            q8k_sums32,
             yt,
             ..
         } = scratch;
@@ -436,9 +439,15 @@ impl Kernels {
                 }
                 Quantized::Q8_0(x, q8_0_unsigned)
             }
-            GgmlType::Q8K => Quantized::Q8K(quantize_rows(q8k, x, batch, |x, q| {
-                self.quantize_q8k.call(x, q)
-            })),
+            GgmlType::Q8K => {
+                let x = quantize_rows(q8k, x, batch, |x, q| self.quantize_q8k.call(x, q));
+                q8k_sums32.clear();
+                if self.tiles.q4k_pair.is_some() && ws.iter().any(|w| w.ty == GgmlType::Q4K) {
+                    q8k_sums32.resize(x.len(), [0; 8]);
+                    crate::quant::q8k_sums32(x, q8k_sums32);
+                }
+                Quantized::Q8K(x, q8k_sums32)
+            }
             other => unreachable!("no packed type pairs with {other}"),
         };
         // Row group `g` of the pass is group `g - start[i]` of matrix `i`.

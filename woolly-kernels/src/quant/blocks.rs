@@ -382,3 +382,16 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 assert_layout!(BlockQ8K, GgmlType::Q8K, 292, 4);
+
+/// Each Q8_K block's sums of its eight runs of 32 quants (`bsums[2k] + bsums[2k + 1]`,
+/// at most 32 * 128 in size, so exact in i16), for the tiles that weigh them by a
+/// Q4_K sub-block's min as broadcast operands
+/// ([`crate::ops::qtile::tile2_q4k_q8k`](fn@crate::ops::qtile::tile2_q4k_q8k)): made
+/// once per product, not once per block and pair of row groups.
+/// shapes: x, out: (n,)
+pub fn q8k_sums32(x: &[BlockQ8K], out: &mut [[i16; 8]]) {
+    assert_eq!(x.len(), out.len(), "one set of sums per block");
+    for (o, b) in out.iter_mut().zip(x) {
+        *o = std::array::from_fn(|k| b.bsums[2 * k] + b.bsums[2 * k + 1]);
+    }
+}

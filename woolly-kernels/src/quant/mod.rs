@@ -27,7 +27,7 @@ pub mod search;
 pub use blocks::{
     Block, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
     BlockQ6K, BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K, QK, as_bytes, blocks, blocks_mut,
-    q8_0_unsigned, q8_1_scales_f32, read_block,
+    q8_0_unsigned, q8_1_scales_f32, q8k_sums32, read_block,
 };
 pub use kquants::{
     dequantize_row_q2k, dequantize_row_q3k, dequantize_row_q4k, dequantize_row_q5k,
@@ -401,6 +401,27 @@ mod tests {
                 let qs: Vec<u8> = b.qs.iter().map(|&q| (i16::from(q) + 128) as u8).collect();
                 if o.qs[..] != qs[..] || o.d.to_bits() != f32::from(b.d).to_bits() {
                     return Err(format!("block {i} of {n}: {o:?} against {b:?}"));
+                }
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn q8k_sums32_add_the_quants_of_each_run_of_32() {
+        crate::testing::cases("q8k_sums32", 64, 4, |size, seed| {
+            let mut rng = crate::testing::TestRng::new(seed);
+            let n = [1, 2, 7, 8 + rng.range(0, 40)][size];
+            let x = rng.q8k(n);
+            let mut out = vec![[0i16; 8]; n];
+            q8k_sums32(&x, &mut out);
+            for (i, (o, b)) in out.iter().zip(&x).enumerate() {
+                let want: Vec<i16> =
+                    b.qs.chunks_exact(32)
+                        .map(|c| c.iter().map(|&q| i16::from(q)).sum())
+                        .collect();
+                if o[..] != want[..] {
+                    return Err(format!("block {i} of {n}: {o:?} against {want:?}"));
                 }
             }
             Ok(())

@@ -48,9 +48,20 @@ pub fn tile_q4k_q8k(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
 }
 
 /// Two consecutive row groups of Q4_K (`w` holds group `a`'s `nb` super-blocks, then
-/// group `b`'s) against Q8_K activations: [`tile_q4k_q8k`] of each group.
-/// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)
-pub fn tile2_q4k_q8k(w: &[BlockQ4Kx8], x: &[BlockQ8K], out_a: &mut [f32], out_b: &mut [f32]) {
+/// group `b`'s) against Q8_K activations: [`tile_q4k_q8k`] of each group. `xs` holds
+/// each activation block's sums of 32 quants ([`crate::quant::q8k_sums32`]); the
+/// reference checks it against `x`.
+/// shapes: w: (2 * nb,); x, xs: (n_tok, nb); out_a, out_b: (n_tok, 8)
+pub fn tile2_q4k_q8k(
+    w: &[BlockQ4Kx8],
+    x: &[BlockQ8K],
+    xs: &[[i16; 8]],
+    out_a: &mut [f32],
+    out_b: &mut [f32],
+) {
+    let mut want = vec![[0i16; 8]; x.len()];
+    crate::quant::q8k_sums32(x, &mut want);
+    assert_eq!(xs, want, "xs holds the sums of x's runs of 32 quants");
     let (wa, wb) = w.split_at(w.len() / 2);
     tile_q4k_q8k(wa, x, out_a);
     tile_q4k_q8k(wb, x, out_b);

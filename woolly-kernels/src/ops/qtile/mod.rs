@@ -109,8 +109,10 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
 /// 512-bit vector per step (one i32 lane per row), so each broadcast activation and each
 /// `vpdpbusd` serves 16 rows instead of 8;
 /// other ISAs run the reference, and dispatch only uses this kernel on AVX-512
-/// ([`crate::dispatch::Tiles::q4k_pair`]).
-/// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+/// ([`crate::dispatch::Tiles::q4k_pair`]). `xs` holds each activation block's sums of
+/// 32 quants ([`crate::quant::q8k_sums32`]), which the mins weigh, made once per
+/// product instead of once per block and pair of row groups.
+/// shapes: w: (2 * nb,); x, xs: (T, nb); out_a, out_b: (T, 8)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = r::tile2_q4k_q8k,
@@ -119,6 +121,11 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
     test(
         w = { let nb = rng.range(1, 6); rng.q4kx8(2 * nb) },
         x = { let t = rng.range(1, 20); rng.q8k(t * w.len() / 2) },
+        xs = {
+            let mut xs = vec![[0i16; 8]; x.len()];
+            crate::quant::q8k_sums32(&x, &mut xs);
+            xs
+        },
         out_a = rng.f32s(x.len() / (w.len() / 2) * 8),
         out_b = rng.f32s(out_a.len()),
     ),
@@ -127,11 +134,12 @@ pub fn tile2_q4k_q8k<V: Simd>(
     v: V,
     w: &[BlockQ4Kx8],
     x: &[BlockQ8K],
+    xs: &[[i16; 8]],
     out_a: &mut [f32],
     out_b: &mut [f32],
 ) {
     let _ = v;
-    r::tile2_q4k_q8k(w, x, out_a, out_b)
+    r::tile2_q4k_q8k(w, x, xs, out_a, out_b)
 }
 
 /// Q6_K rows x Q8_K activations: `out[t * 8 + r] = dot(row r, token t)`.

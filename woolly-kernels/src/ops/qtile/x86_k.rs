@@ -439,7 +439,9 @@ mod tests {
                 assert_eq!(got, want6, "{isa:?} q6k, q8 = {q}");
                 let (mut got_a, mut got_b) = ([1.0f32; 32], [1.0f32; 32]);
                 let pair = super::super::tile2_q4k_q8k::select(isa, &[]);
-                pair.call(&p4, &x[..4], &mut got_a, &mut got_b);
+                let mut sums = [[0i16; 8]; 4];
+                crate::quant::q8k_sums32(&x[..4], &mut sums);
+                pair.call(&p4, &x[..4], &sums, &mut got_a, &mut got_b);
                 assert_eq!(
                     (got_a, got_b),
                     (want_pair, want_pair),

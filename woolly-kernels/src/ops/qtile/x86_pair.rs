@@ -49,6 +49,36 @@ macro_rules! pair_entry {
             });
         }
     };
+    // With `$xp`, a slice prepared from the activations once per product, one element
+    // per activation block, split by token with them.
+    ($(#[$doc:meta])* $name:ident, $w:ty, $x:ty, $xp:ident: $p:ty, $body:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has them (the token argument proves it).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub fn $name(
+            _: crate::isa::Avx512Token,
+            w: &[$w],
+            x: &[$x],
+            $xp: &[$p],
+            out_a: &mut [f32],
+            out_b: &mut [f32],
+        ) {
+            assert!(w.len().is_multiple_of(2), "two groups of blocks");
+            assert_eq!($xp.len(), x.len(), "one prepared element per activation block");
+            let (wa, wb) = w.split_at(w.len() / 2);
+            pair_tiles(wa.len(), x, out_a, out_b, |r, oa, ob| {
+                let (x, $xp) = (&x[r.clone()], &$xp[r]);
+                match x.len() / wa.len() {
+                    8 => $body::<8>(wa, wb, x, $xp, oa, ob),
+                    4 => $body::<4>(wa, wb, x, $xp, oa, ob),
+                    _ => $body::<1>(wa, wb, x, $xp, oa, ob),
+                }
+            });
+        }
+    };
 }
 
 /// Runs `$body` once for each token `$n` in `0..N` (`N` at most 8), `$n` a constant in
@@ -101,6 +131,15 @@ fn bcast4_16u(q: &[u8; 32], i: usize) -> __m512i {
     _mm512_set1_epi32(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// `s[i]` and `s[i + 1]` as one i32 broadcast to all sixteen lanes (a `vpbroadcastd`
+/// from memory, which LLVM folds into the instruction that reads it).
+#[target_feature(enable = "avx512f,avx2")]
+#[inline]
+fn bcast_i16_pair(s: &[i16], i: usize) -> __m512i {
+    let (lo, hi) = (s[i] as u16 as u32, s[i + 1] as u16 as u32);
+    _mm512_set1_epi32((lo | hi << 16) as i32)
+}
+
 /// `acc + sc * sum_k dot4(u[k], xq[i0 + 4k..i0 + 4k + 4])` per lane ([`gdot_vnni`]
 /// on sixteen lanes, with the activations broadcast here).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
@@ -121,19 +160,23 @@ fn gdot16<const K: usize>(
     _mm512_add_epi32(acc, _mm512_mullo_epi32(_mm512_add_epi32(a, b), sc))
 }
 
-/// `N` tokens of both groups.   shapes: wa, wb: (nb,); x: (N, nb); oa, ob: (N, 8)
+/// `N` tokens of both groups; `sums` holds each activation block's sums of 32 quants.
+/// shapes: wa, wb: (nb,); x, sums: (N, nb); oa, ob: (N, 8)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 fn q4k_pair_n<const N: usize>(
     wa: &[BlockQ4Kx8],
     wb: &[BlockQ4Kx8],
     x: &[BlockQ8K],
+    sums: &[[i16; 8]],
     oa: &mut [f32],
     ob: &mut [f32],
 ) {
     let nb = wa.len();
     let m4 = _mm512_set1_epi8(0xF);
+    assert_eq!(sums.len(), x.len(), "sums for each activation block");
     let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
+    let ss: [&[[i16; 8]]; N] = std::array::from_fn(|n| &sums[n * nb..(n + 1) * nb]);
     let mut sum = [_mm512_setzero_ps(); N];
     for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
         prefetch_ahead(ba);
@@ -171,19 +214,13 @@ fn q4k_pair_n<const N: usize>(
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         let dmw = join_ps(f16x8(&ba.dmin), f16x8(&bb.dmin));
         for n in 0..N {
-            let bs = load32(&xb[n].bsums);
-            let h = _mm512_castsi256_si512(_mm256_hadd_epi16(bs, bs));
-            let pair = |e: i32| _mm512_permutexvar_epi32(_mm512_set1_epi32(e), h);
-            let imin = _mm512_add_epi32(
-                _mm512_add_epi32(
-                    _mm512_madd_epi16(mins[0], pair(0)),
-                    _mm512_madd_epi16(mins[1], pair(1)),
-                ),
-                _mm512_add_epi32(
-                    _mm512_madd_epi16(mins[2], pair(4)),
-                    _mm512_madd_epi16(mins[3], pair(5)),
-                ),
-            );
+            // Sub-blocks 2j and 2j + 1: their mins against their sums, a broadcast from
+            // memory into `vpdpwssd` (exact, as `madd` + `add` are).
+            let s = &ss[n][b];
+            let imin = _mm512_madd_epi16(mins[0], bcast_i16_pair(s, 0));
+            let imin = _mm512_dpwssd_epi32(imin, mins[1], bcast_i16_pair(s, 2));
+            let imin = _mm512_dpwssd_epi32(imin, mins[2], bcast_i16_pair(s, 4));
+            let imin = _mm512_dpwssd_epi32(imin, mins[3], bcast_i16_pair(s, 6));
             // combine_q4k, lane by lane: d * isum - dmin * imin.
             let dx = _mm512_set1_ps(xb[n].d);
             let d = _mm512_mul_ps(dx, dw);
@@ -259,11 +296,12 @@ fn q6k_pair_n<const N: usize>(
         });
         let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
         for n in 0..N {
-            let bs = _mm512_castsi256_si512(load32(&xb[n].bsums));
+            // Each pair of 16-quant sums broadcast straight from memory into
+            // `vpdpwssd` (i16 pairs multiplied and added to i32 lanes, exact here as in
+            // `madd` + `add`): no shuffles on the port the dot products need.
             let mut off = _mm512_setzero_si512();
             for (j, sc) in scs.iter().enumerate() {
-                let pair = _mm512_permutexvar_epi32(_mm512_set1_epi32(j as i32), bs);
-                off = _mm512_add_epi32(off, _mm512_madd_epi16(*sc, pair));
+                off = _mm512_dpwssd_epi32(off, *sc, bcast_i16_pair(&xb[n].bsums, 2 * j));
             }
             let isum = _mm512_sub_epi32(isum[n], _mm512_slli_epi32::<5>(off));
             // combine_q6k: (x.d * w.d) * isum.
@@ -329,11 +367,13 @@ pair_entry!(
 
 pair_entry!(
     /// Two consecutive Q4_K row groups x Q8_K activations, bit-identical to
-    /// [`crate::reference::quant_tile::tile2_q4k_q8k`].
-    /// shapes: w: (2 * nb,); x: (T, nb); out_a, out_b: (T, 8)
+    /// [`crate::reference::quant_tile::tile2_q4k_q8k`]; `xs` holds each activation
+    /// block's sums of 32 quants ([`crate::quant::q8k_sums32`]).
+    /// shapes: w: (2 * nb,); x, xs: (T, nb); out_a, out_b: (T, 8)
     tile2_q4k_q8k,
     BlockQ4Kx8,
     BlockQ8K,
+    xs: [i16; 8],
     q4k_pair_n
 );
 
@@ -403,37 +443,20 @@ fn q4_1_pair_n<const N: usize>(
     store_halves(&sum, oa, ob);
 }
 
-/// Two consecutive Q4_1 row groups x Q8_1 activations, bit-identical to
-/// [`crate::reference::quant_tile::tile2_q4_1_q8_1`]; `xf` holds each activation
-/// block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]).
-/// shapes: w: (2 * nb,); x, xf: (T, nb); out_a, out_b: (T, 8)
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller must
-/// know the CPU has them (the token argument proves it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn tile2_q4_1_q8_1(
-    _: crate::isa::Avx512Token,
-    w: &[BlockQ4_1x8],
-    x: &[BlockQ8_1],
-    xf: &[[f32; 2]],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    assert!(w.len().is_multiple_of(2), "two groups of blocks");
-    assert_eq!(xf.len(), x.len(), "one scale pair per activation block");
-    let (wa, wb) = w.split_at(w.len() / 2);
-    pair_tiles(wa.len(), x, out_a, out_b, |r, oa, ob| {
-        let (x, xf) = (&x[r.clone()], &xf[r]);
-        match x.len() / wa.len() {
-            8 => q4_1_pair_n::<8>(wa, wb, x, xf, oa, ob),
-            4 => q4_1_pair_n::<4>(wa, wb, x, xf, oa, ob),
-            _ => q4_1_pair_n::<1>(wa, wb, x, xf, oa, ob),
-        }
-    });
-}
+pair_entry!(
+    /// Two consecutive Q4_1 row groups x Q8_1 activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q4_1_q8_1`]; `xf` holds each activation
+    /// block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]).
+    /// shapes: w: (2 * nb,); x, xf: (T, nb); out_a, out_b: (T, 8)
+    tile2_q4_1_q8_1,
+    BlockQ4_1x8,
+    BlockQ8_1,
+    xf: [f32; 2],
+    q4_1_pair_n
+);
 
-/// `N` tokens of both Q8_0 groups.   shapes: wa, wb: (nb,); xu: (N, nb); oa, ob: (N, 8)
+/// `N` tokens of both Q8_0 groups, read from `xu` alone (the blocks of `x` made
+/// unsigned).   shapes: wa, wb: (nb,); xu: (N, nb); oa, ob: (N, 8)
 ///
 /// AVX-512 has no byte `sign`, so instead of the eight-row bodies' `|w| * sign(x, w)` the
 /// activations are made unsigned: `sum (x + 128) w = sum x w + 128 sum w`, with
@@ -445,6 +468,7 @@ pub fn tile2_q4_1_q8_1(
 fn q8_0_pair_n<const N: usize>(
     wa: &[BlockQ8_0x8],
     wb: &[BlockQ8_0x8],
+    _: &[BlockQ8_0],
     xu: &[BlockQ8_0Unsigned],
     oa: &mut [f32],
     ob: &mut [f32],
@@ -489,36 +513,18 @@ fn q8_0_pair_n<const N: usize>(
     store_halves(&sum, oa, ob);
 }
 
-/// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
-/// [`crate::reference::quant_tile::tile2_q8_0_q8_0`]; `xu` holds the activation blocks
-/// made unsigned ([`crate::quant::q8_0_unsigned`]), which is all this kernel reads of
-/// them (`x` gives the shapes).
-/// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller must
-/// know the CPU has them (the token argument proves it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn tile2_q8_0_q8_0(
-    _: crate::isa::Avx512Token,
-    w: &[BlockQ8_0x8],
-    x: &[BlockQ8_0],
-    xu: &[BlockQ8_0Unsigned],
-    out_a: &mut [f32],
-    out_b: &mut [f32],
-) {
-    assert!(w.len().is_multiple_of(2), "two groups of blocks");
-    assert_eq!(xu.len(), x.len(), "one unsigned block per activation block");
-    let (wa, wb) = w.split_at(w.len() / 2);
-    pair_tiles(wa.len(), x, out_a, out_b, |r, oa, ob| {
-        let xu = &xu[r];
-        match xu.len() / wa.len() {
-            8 => q8_0_pair_n::<8>(wa, wb, xu, oa, ob),
-            4 => q8_0_pair_n::<4>(wa, wb, xu, oa, ob),
-            _ => q8_0_pair_n::<1>(wa, wb, xu, oa, ob),
-        }
-    });
-}
+pair_entry!(
+    /// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
+    /// [`crate::reference::quant_tile::tile2_q8_0_q8_0`]; `xu` holds the activation
+    /// blocks made unsigned ([`crate::quant::q8_0_unsigned`]), which is all this kernel
+    /// reads of them (`x` gives the shapes).
+    /// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
+    tile2_q8_0_q8_0,
+    BlockQ8_0x8,
+    BlockQ8_0,
+    xu: BlockQ8_0Unsigned,
+    q8_0_pair_n
+);
 
 #[cfg(test)]
 mod tests {
