@@ -293,6 +293,45 @@ pub(crate) fn quantize_rows<'a, X: Block + Send>(
     buf
 }
 
+/// [`quantize_rows`], and with `prepare` also each row's blocks prepared for a tile
+/// kernel (`prepare(blocks, prepared)`, one element per block) in the same parallel
+/// step, right after the row is quantized: a preparation made serially after the
+/// quantization was time the whole team lost. Without `prepare`, `prep` is left empty.
+/// shapes: x: (batch, cols); returns (batch, cols / X::BLOCK_LEN) twice (or once and empty)
+pub(crate) fn quantize_rows_prepared<'a, X: Block + Send, P: Copy + Send>(
+    (buf, prep): (&'a mut Vec<X>, &'a mut Vec<P>),
+    fill: P,
+    x: &[f32],
+    batch: usize,
+    quantize: impl Fn(&[f32], &mut [X]) + Sync,
+    prepare: Option<impl Fn(&[X], &mut [P]) + Sync>,
+) -> (&'a [X], &'a [P]) {
+    prep.clear();
+    let Some(prepare) = prepare else {
+        return (quantize_rows(buf, x, batch, quantize), prep);
+    };
+    let cols = x.len() / batch;
+    buf.resize(x.len() / X::BLOCK_LEN, X::ZERO);
+    prep.resize(buf.len(), fill);
+    let per_row = cols / X::BLOCK_LEN;
+    let rows = |xs: &[f32], q: &mut [X], p: &mut [P]| {
+        for (xr, qr) in xs.chunks_exact(cols).zip(q.chunks_exact_mut(per_row)) {
+            quantize(xr, qr);
+        }
+        prepare(q, p);
+    };
+    let threads = crate::team::workers();
+    if batch >= 2 && threads >= 2 && x.len() >= QUANTIZE_MIN_PARALLEL && per_row > 0 {
+        let chunk = batch.div_ceil(threads) * per_row;
+        crate::team::for_each_chunk_zip((buf, chunk), (prep, chunk), |i, q, p| {
+            rows(&x[i * chunk * X::BLOCK_LEN..], q, p);
+        });
+    } else {
+        rows(x, buf, prep);
+    }
+    (buf, prep)
+}
+
 /// Checks that `w` holds `rows` rows of `cols` weights in whole blocks of `ty`.
 pub(crate) fn check_weights(
     ty: GgmlType,

@@ -12,8 +12,8 @@ use crate::dispatch::Kernels;
 use crate::huge_pages::HugePageBlocks;
 use crate::isa::Isa;
 use crate::ops::matvec::{
-    MatmulScratch, MatvecError, check_len, check_weights, for_tasks_with_stage, quantize_rows,
-    rows_per_task, stage_count, weight_blocks,
+    MatmulScratch, MatvecError, check_len, check_weights, for_tasks_with_stage,
+    quantize_rows_prepared, rows_per_task, stage_count, weight_blocks,
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, packed_blocks};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -421,32 +421,48 @@ impl Kernels {
             ..
         } = scratch;
         let xq = match first.activation_type() {
+            // Each with what its pair tile reads prepared once per product, where this
+            // ISA has the tile and a matrix of the pass uses it.
             GgmlType::Q8_1 => {
-                let x = quantize_rows(q8_1, x, batch, |x, q| self.quantize_q8_1.call(x, q));
-                q8_1_f32.clear();
-                if self.tiles.q4_1_pair.is_some() {
-                    q8_1_f32.resize(x.len(), [0.0; 2]);
-                    crate::quant::q8_1_scales_f32(x, q8_1_f32);
-                }
-                Quantized::Q8_1(x, q8_1_f32)
+                let (x, xf) = quantize_rows_prepared(
+                    (q8_1, q8_1_f32),
+                    [0.0; 2],
+                    x,
+                    batch,
+                    |x, q| self.quantize_q8_1.call(x, q),
+                    self.tiles
+                        .q4_1_pair
+                        .is_some()
+                        .then_some(crate::quant::q8_1_scales_f32),
+                );
+                Quantized::Q8_1(x, xf)
             }
             GgmlType::Q8_0 => {
-                let x = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
-                q8_0_unsigned.clear();
-                if self.tiles.q8_0_pair.is_some() {
-                    q8_0_unsigned.resize(x.len(), BlockQ8_0Unsigned::ZERO);
-                    crate::quant::q8_0_unsigned(x, q8_0_unsigned);
-                }
-                Quantized::Q8_0(x, q8_0_unsigned)
+                let (x, xu) = quantize_rows_prepared(
+                    (q8_0, q8_0_unsigned),
+                    BlockQ8_0Unsigned::ZERO,
+                    x,
+                    batch,
+                    |x, q| self.quantize_q8_0.call(x, q),
+                    self.tiles
+                        .q8_0_pair
+                        .is_some()
+                        .then_some(crate::quant::q8_0_unsigned),
+                );
+                Quantized::Q8_0(x, xu)
             }
             GgmlType::Q8K => {
-                let x = quantize_rows(q8k, x, batch, |x, q| self.quantize_q8k.call(x, q));
-                q8k_sums32.clear();
-                if self.tiles.q4k_pair.is_some() && ws.iter().any(|w| w.ty == GgmlType::Q4K) {
-                    q8k_sums32.resize(x.len(), [0; 8]);
-                    crate::quant::q8k_sums32(x, q8k_sums32);
-                }
-                Quantized::Q8K(x, q8k_sums32)
+                let q4k_pairs =
+                    self.tiles.q4k_pair.is_some() && ws.iter().any(|w| w.ty == GgmlType::Q4K);
+                let (x, xs) = quantize_rows_prepared(
+                    (q8k, q8k_sums32),
+                    [0; 8],
+                    x,
+                    batch,
+                    |x, q| self.quantize_q8k.call(x, q),
+                    q4k_pairs.then_some(crate::quant::q8k_sums32),
+                );
+                Quantized::Q8K(x, xs)
             }
             other => unreachable!("no packed type pairs with {other}"),
         };
