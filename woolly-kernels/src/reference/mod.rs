@@ -130,8 +130,8 @@ pub fn rope(
 ///
 /// Unlike the other references this one fixes the f32 arithmetic rather than computing
 /// in f64, because the kernels must match it bit for bit (the conformance figures move
-/// with single ulps, `ops/attention.rs`): products rounded before they are added, dot
-/// products and weighted sums in order, ggml's vector exp
+/// with single ulps, `ops/attention.rs`): each product fused with its addition
+/// (`mul_add`), dot products and weighted sums in order, ggml's vector exp
 /// ([`crate::simd::Simd::exp_ggml`]), the softmax sum in f64. A test
 /// below holds it to the f64 formula.
 /// shapes: q, out: (n_q, head_dim); k: (ceil(n_pos / K_BLOCK), n_kv_head, head_dim,
@@ -200,7 +200,7 @@ fn attend(
         // w: (n_pos,) scores, then weights.
         let w = &mut scores[j * n_pos..][..n_pos];
         for (p, s) in w.iter_mut().enumerate() {
-            let dot: f32 = (0..head_dim).map(|d| q[d] * key(p, d)).sum();
+            let dot = (0..head_dim).fold(-0.0f32, |acc, d| q[d].mul_add(key(p, d), acc));
             *s = dot * scale;
         }
         let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -220,7 +220,7 @@ fn attend(
         for d in 0..head_dim {
             let mut acc = 0f32;
             for (p, &wp) in w.iter().enumerate() {
-                acc += wp * value(p, d);
+                acc = wp.mul_add(value(p, d), acc);
             }
             out[j * head_dim + d] = acc;
         }
