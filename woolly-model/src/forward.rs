@@ -875,7 +875,6 @@ mod tests {
         }
     }
 
-    /// A batch's rotations, shared out across threads, are each row's serial rotation.
     /// The first row with a NaN or an infinity anywhere in it, whatever the threads;
     /// none when every value is finite.
     #[test]
@@ -905,6 +904,7 @@ mod tests {
         }
     }
 
+    /// A batch's rotations, shared out across threads, are each row's serial rotation.
     #[test]
     fn rope_batch_rotates_each_row_as_rope_does() {
         let mut rng = woolly_kernels::testing::TestRng::new(3);

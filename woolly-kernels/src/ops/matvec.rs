@@ -261,6 +261,14 @@ fn product<W: Block, X: Block>(
 /// time the whole team loses (eight of SmolLM2's 576-wide rows: about 2 us).
 pub(crate) const QUANTIZE_MIN_PARALLEL: usize = 4096;
 
+/// Rows per task when a batch of `len` activations (`per_row` blocks a row) is quantized
+/// across the thread team, or `None` to quantize it on the calling thread.
+fn quantize_rows_per_task(batch: usize, len: usize, per_row: usize) -> Option<usize> {
+    let threads = crate::team::workers();
+    (batch >= 2 && threads >= 2 && len >= QUANTIZE_MIN_PARALLEL && per_row > 0)
+        .then(|| batch.div_ceil(threads))
+}
+
 /// Quantizes each of the `batch` rows of `x` with `quantize` into `buf` (reused), the
 /// rows shared out across the thread team from [`QUANTIZE_MIN_PARALLEL`] elements on.
 /// Each row's blocks are the same whichever thread quantizes it.
@@ -281,9 +289,7 @@ pub(crate) fn quantize_rows<'a, X: Block + Send>(
             quantize(xr, qr);
         }
     };
-    let threads = crate::team::workers();
-    if batch >= 2 && threads >= 2 && x.len() >= QUANTIZE_MIN_PARALLEL && per_row > 0 {
-        let rows_per_task = batch.div_ceil(threads);
+    if let Some(rows_per_task) = quantize_rows_per_task(batch, x.len(), per_row) {
         crate::team::for_each_chunk(buf, rows_per_task * per_row, |i, q| {
             rows(&x[i * rows_per_task * cols..], q);
         });
@@ -320,9 +326,8 @@ pub(crate) fn quantize_rows_prepared<'a, X: Block + Send, P: Copy + Send>(
         }
         prepare(q, p);
     };
-    let threads = crate::team::workers();
-    if batch >= 2 && threads >= 2 && x.len() >= QUANTIZE_MIN_PARALLEL && per_row > 0 {
-        let chunk = batch.div_ceil(threads) * per_row;
+    if let Some(rows_per_task) = quantize_rows_per_task(batch, x.len(), per_row) {
+        let chunk = rows_per_task * per_row;
         crate::team::for_each_chunk_zip((buf, chunk), (prep, chunk), |i, q, p| {
             rows(&x[i * chunk * X::BLOCK_LEN..], q, p);
         });

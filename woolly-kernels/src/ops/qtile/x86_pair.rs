@@ -21,9 +21,11 @@ use crate::quant::{BlockQ8_0, BlockQ8_0Unsigned, BlockQ8_1, BlockQ8K};
 
 /// Stamps the public entry of a two-group tile: the token argument, the split of `w`
 /// into the two groups and the token split of [`pair_tiles`] around `$body`, the
-/// `N`-token body.
+/// `N`-token body. With `$xp: $p` after the body, the entry also takes a slice prepared
+/// from the activations once per product, one element per activation block, split by
+/// token with them and passed to the body after `x`.
 macro_rules! pair_entry {
-    ($(#[$doc:meta])* $name:ident, $w:ty, $x:ty, $body:ident) => {
+    ($(#[$doc:meta])* $name:ident, $w:ty, $x:ty, $body:ident $(, $xp:ident: $p:ty)?) => {
         $(#[$doc])*
         ///
         /// # Safety
@@ -34,47 +36,20 @@ macro_rules! pair_entry {
             _: crate::isa::Avx512Token,
             w: &[$w],
             x: &[$x],
+            $($xp: &[$p],)?
             out_a: &mut [f32],
             out_b: &mut [f32],
         ) {
             assert!(w.len().is_multiple_of(2), "two groups of blocks");
+            $(assert_eq!($xp.len(), x.len(), "one prepared element per activation block");)?
             let (wa, wb) = w.split_at(w.len() / 2);
             pair_tiles(wa.len(), x, out_a, out_b, |r, oa, ob| {
+                $(let $xp = &$xp[r.clone()];)?
                 let x = &x[r];
                 match x.len() / wa.len() {
-                    8 => $body::<8>(wa, wb, x, oa, ob),
-                    4 => $body::<4>(wa, wb, x, oa, ob),
-                    _ => $body::<1>(wa, wb, x, oa, ob),
-                }
-            });
-        }
-    };
-    // With `$xp`, a slice prepared from the activations once per product, one element
-    // per activation block, split by token with them.
-    ($(#[$doc:meta])* $name:ident, $w:ty, $x:ty, $xp:ident: $p:ty, $body:ident) => {
-        $(#[$doc])*
-        ///
-        /// # Safety
-        /// Safe to call from code compiled with the same features; elsewhere the caller
-        /// must know the CPU has them (the token argument proves it).
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        pub fn $name(
-            _: crate::isa::Avx512Token,
-            w: &[$w],
-            x: &[$x],
-            $xp: &[$p],
-            out_a: &mut [f32],
-            out_b: &mut [f32],
-        ) {
-            assert!(w.len().is_multiple_of(2), "two groups of blocks");
-            assert_eq!($xp.len(), x.len(), "one prepared element per activation block");
-            let (wa, wb) = w.split_at(w.len() / 2);
-            pair_tiles(wa.len(), x, out_a, out_b, |r, oa, ob| {
-                let (x, $xp) = (&x[r.clone()], &$xp[r]);
-                match x.len() / wa.len() {
-                    8 => $body::<8>(wa, wb, x, $xp, oa, ob),
-                    4 => $body::<4>(wa, wb, x, $xp, oa, ob),
-                    _ => $body::<1>(wa, wb, x, $xp, oa, ob),
+                    8 => $body::<8>(wa, wb, x, $($xp,)? oa, ob),
+                    4 => $body::<4>(wa, wb, x, $($xp,)? oa, ob),
+                    _ => $body::<1>(wa, wb, x, $($xp,)? oa, ob),
                 }
             });
         }
@@ -373,8 +348,8 @@ pair_entry!(
     tile2_q4k_q8k,
     BlockQ4Kx8,
     BlockQ8K,
-    xs: [i16; 8],
-    q4k_pair_n
+    q4k_pair_n,
+    xs: [i16; 8]
 );
 
 /// `N` tokens of both Q4_1 groups.   shapes: wa, wb: (nb,); x, xf: (N, nb); oa, ob: (N, 8)
@@ -451,8 +426,8 @@ pair_entry!(
     tile2_q4_1_q8_1,
     BlockQ4_1x8,
     BlockQ8_1,
-    xf: [f32; 2],
-    q4_1_pair_n
+    q4_1_pair_n,
+    xf: [f32; 2]
 );
 
 /// `N` tokens of both Q8_0 groups, read from `xu` alone (the blocks of `x` made
@@ -522,8 +497,8 @@ pair_entry!(
     tile2_q8_0_q8_0,
     BlockQ8_0x8,
     BlockQ8_0,
-    xu: BlockQ8_0Unsigned,
-    q8_0_pair_n
+    q8_0_pair_n,
+    xu: BlockQ8_0Unsigned
 );
 
 #[cfg(test)]
