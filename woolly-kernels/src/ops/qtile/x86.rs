@@ -82,6 +82,35 @@ pub(super) fn prefetch_ahead<T>(block: &T) {
     }
 }
 
+/// [`prefetch_ahead`] spread over a block's work: part `part` of `PARTS` of the lines
+/// the block spans, for a kernel to call at each of `PARTS` steps through the block.
+///
+/// A burst of prefetches fills the core's miss buffers and the loads behind it wait, so
+/// the arithmetic stalls instead of overlapping the DRAM reads. On a Zen 2 host (AVX2,
+/// session 19), issuing a K-quant block's lines a few at a time through its work rather
+/// than all at its start took one thread's tiles, streaming from DRAM
+/// (`WOOLLY_BENCH_MATRICES=40 cargo bench -p woolly-benches --bench qtile --
+/// "q[46]k_4096x4096_T1/avx2/tile$"`), from 7.87 to 9.37 GiB/s (Q4_K, four parts of five
+/// lines) and from 6.79 to 8.66 GiB/s (Q6_K, sixteen parts of two lines), and
+/// TinyLlama's decode at 2 threads from 21.7 to 26.8 t/s. Seven lines a part for Q6_K
+/// was slower than the burst in a standalone run.
+///
+/// Each part covers `ceil(lines / PARTS)` whole lines from its start (a constant, so the
+/// loop unrolls; a loop with exact bounds cost a quarter of the tile's speed from L2): a
+/// line at the border of two parts, or a block's last line shared with the next block,
+/// may be requested twice, a hint that costs an instruction.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn prefetch_part<T, const PARTS: usize>(block: &T, part: usize) {
+    let lines = size_of::<T>().div_ceil(64).div_ceil(PARTS);
+    let p = std::ptr::from_ref(block)
+        .cast::<i8>()
+        .wrapping_add(PREFETCH_DISTANCE + 64 * lines * part);
+    for l in 0..lines {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64 * l));
+    }
+}
+
 /// Activation quants `q[i..i + 4]` broadcast to every 32-bit lane.
 #[target_feature(enable = "avx2")]
 #[inline]

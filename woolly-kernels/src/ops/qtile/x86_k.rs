@@ -25,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{bcast4, dot4_vnni, f16x8, load32, prefetch_ahead, store8, tiles};
+use super::x86::{bcast4, dot4_vnni, f16x8, load32, prefetch_part, store8, tiles};
 use crate::quant::BlockQ8K;
 use crate::quant::interleaved::ROWS;
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -165,12 +165,13 @@ macro_rules! x86_k_tiles {
                 let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
                 let mut sum = [_mm256_setzero_ps(); N];
                 for (b, wb) in w.iter().enumerate() {
-                    prefetch_ahead(wb);
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
                     let mut isum = [_mm256_setzero_si256(); N];
                     // Chunks 8j..8j+8 hold weights 64j..64j+64: group 2j in the low
                     // nibbles, group 2j+1 in the high ones.
                     for j in 0..4 {
+                        // The block's lines ahead a quarter at a time, not in one burst.
+                        prefetch_part::<_, 4>(wb, j);
                         let sv = load16(&wb.scales[16 * j..]);
                         // Loaded again for the high nibbles (an L1 hit) rather than kept:
                         // AVX2 has sixteen registers for quants, scales and accumulators.
@@ -269,9 +270,6 @@ macro_rules! x86_k_tiles {
                 let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
                 let mut sum = [_mm256_setzero_ps(); N];
                 for (b, wb) in w.iter().enumerate() {
-                    // The quants are read in two streams (ql, qh) with jumps back for the
-                    // high nibbles: prefetch ahead so DRAM keeps up.
-                    prefetch_ahead(wb);
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
                     let mut isum = [_mm256_setzero_si256(); N];
                     // One 16-weight group g at a time (four vectors, so that AVX2's
@@ -290,7 +288,10 @@ macro_rules! x86_k_tiles {
                             ($q:literal) => {{
                                 let j = 4 * h + $q;
                                 let sv = load16(&wb.scales[16 * j..]);
+                                // Two lines ahead per group: longer bursts were slower.
+                                prefetch_part::<_, 16>(wb, 2 * j);
                                 group(2 * j, q6k_quants::<$q>(wb, h, 0), $scale::<0>(sv));
+                                prefetch_part::<_, 16>(wb, 2 * j + 1);
                                 group(2 * j + 1, q6k_quants::<$q>(wb, h, 4), $scale::<1>(sv));
                             }};
                         }
