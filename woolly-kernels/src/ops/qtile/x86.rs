@@ -82,32 +82,40 @@ pub(super) fn prefetch_ahead<T>(block: &T) {
     }
 }
 
-/// [`prefetch_ahead`] spread over a block's work: part `part` of `PARTS` of the lines
-/// the block spans, for a kernel to call at each of `PARTS` steps through the block.
+/// [`prefetch_ahead`] spread over a block's work: the lines that start in part `part`
+/// of `PARTS` equal byte ranges of the block, for a kernel to call at each of `PARTS`
+/// steps through the block.
 ///
 /// A burst of prefetches fills the core's miss buffers and the loads behind it wait, so
 /// the arithmetic stalls instead of overlapping the DRAM reads. On a Zen 2 host (AVX2,
 /// session 19), issuing a K-quant block's lines a few at a time through its work rather
 /// than all at its start took one thread's tiles, streaming from DRAM
 /// (`WOOLLY_BENCH_MATRICES=40 cargo bench -p woolly-benches --bench qtile --
-/// "q[46]k_4096x4096_T1/avx2/tile$"`), from 7.87 to 9.37 GiB/s (Q4_K, four parts of five
-/// lines) and from 6.79 to 8.66 GiB/s (Q6_K, sixteen parts of two lines), and
-/// TinyLlama's decode at 2 threads from 21.7 to 26.8 t/s. Seven lines a part for Q6_K
-/// was slower than the burst in a standalone run.
+/// "q[46]k_4096x4096_T1/avx2/tile$"`, same hour), from 8.08 to 11.2-11.6 GiB/s (Q4_K, four
+/// parts) and from 6.98 to 11.4-11.8 GiB/s (Q6_K, sixteen parts), and TinyLlama's decode
+/// at 2 threads by 30% or more.
 ///
-/// Each part covers `ceil(lines / PARTS)` whole lines from its start (a constant, so the
-/// loop unrolls; a loop with exact bounds cost a quarter of the tile's speed from L2): a
-/// line at the border of two parts, or a block's last line shared with the next block,
-/// may be requested twice, a hint that costs an instruction.
+/// Each line is requested once: a part's lines are those whose start lies in its byte
+/// range, at most `ceil(span / 64)` of them, so the loop has a constant trip count and
+/// unrolls; a missing last one repeats the part's first line instead of branching (an
+/// exact loop with branches cost Q6_K a quarter of its speed from L2). Covering whole
+/// lines from each part's start instead, with lines requested twice where parts or
+/// blocks share them, made Q6_K 20% slower from DRAM.
 #[target_feature(enable = "avx2")]
 #[inline]
 pub(super) fn prefetch_part<T, const PARTS: usize>(block: &T, part: usize) {
-    let lines = size_of::<T>().div_ceil(64).div_ceil(PARTS);
-    let p = std::ptr::from_ref(block)
-        .cast::<i8>()
-        .wrapping_add(PREFETCH_DISTANCE + 64 * lines * part);
-    for l in 0..lines {
-        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(64 * l));
+    let span = size_of::<T>().div_ceil(PARTS);
+    let start = std::ptr::from_ref(block).cast::<i8>();
+    // Offsets from `start` (wrapping: only addresses are formed, never dereferenced) of
+    // the part's first line start and of the part's end.
+    let from = PREFETCH_DISTANCE.wrapping_add(span * part);
+    let first = (start as usize).wrapping_add(from).wrapping_add(63) & !63;
+    let lo = first.wrapping_sub(start as usize);
+    let hi = from.wrapping_add(span);
+    for l in 0..span.div_ceil(64) {
+        let off = lo.wrapping_add(64 * l);
+        let off = if off < hi { off } else { lo };
+        _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(off));
     }
 }
 

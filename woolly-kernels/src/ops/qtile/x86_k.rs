@@ -288,7 +288,7 @@ macro_rules! x86_k_tiles {
                             ($q:literal) => {{
                                 let j = 4 * h + $q;
                                 let sv = load16(&wb.scales[16 * j..]);
-                                // Two lines ahead per group: longer bursts were slower.
+                                // One or two lines ahead per group: longer bursts were slower.
                                 prefetch_part::<_, 16>(wb, 2 * j);
                                 group(2 * j, q6k_quants::<$q>(wb, h, 0), $scale::<0>(sv));
                                 prefetch_part::<_, 16>(wb, 2 * j + 1);
