@@ -82,9 +82,9 @@ pub(super) fn prefetch_ahead<T>(block: &T) {
     }
 }
 
-/// [`prefetch_ahead`] spread over a block's work: the lines that start in part `part`
-/// of `PARTS` equal byte ranges of the block, for a kernel to call at each of `PARTS`
-/// steps through the block.
+/// [`prefetch_ahead`] spread over a block's work: the lines that start in the block's
+/// bytes [`PREFETCH_DISTANCE`] ahead, requested a few at a time ([`Self::part`]) at
+/// `PARTS` steps through the block's work.
 ///
 /// A burst of prefetches fills the core's miss buffers and the loads behind it wait, so
 /// the arithmetic stalls instead of overlapping the DRAM reads. On a Zen 2 host (AVX2,
@@ -96,27 +96,131 @@ pub(super) fn prefetch_ahead<T>(block: &T) {
 /// at 2 threads (`woolly-run bench -p 0 -n 128 -t 2`, alternated) by 24% and then, with
 /// each line requested once, 4.5% more.
 ///
-/// Each line is requested once: a part's lines are those whose start lies in its byte
-/// range, at most `ceil(span / 64)` of them, so the loop has a constant trip count and
-/// unrolls; a missing last one repeats the part's first line instead of branching (an
-/// exact loop with branches cost Q6_K a quarter of its speed from L2). Covering whole
-/// lines from each part's start instead, with lines requested twice where parts or
-/// blocks share them, made Q6_K 20% slower from DRAM.
-#[target_feature(enable = "avx2")]
-#[inline]
-pub(super) fn prefetch_part<T, const PARTS: usize>(block: &T, part: usize) {
-    let span = size_of::<T>().div_ceil(PARTS);
-    let start = std::ptr::from_ref(block).cast::<i8>();
-    // Offsets from `start` (wrapping: only addresses are formed, never dereferenced) of
-    // the part's first line start and of the part's end.
-    let from = PREFETCH_DISTANCE.wrapping_add(span * part);
-    let first = (start as usize).wrapping_add(from).wrapping_add(63) & !63;
-    let lo = first.wrapping_sub(start as usize);
-    let hi = from.wrapping_add(span);
-    for l in 0..span.div_ceil(64) {
-        let off = lo.wrapping_add(64 * l);
-        let off = if off < hi { off } else { lo };
-        _mm_prefetch::<_MM_HINT_T1>(start.wrapping_add(off));
+/// Each line is requested once: those whose start lies in the block's range, found once
+/// per block ([`Self::new`]), so that each part is a few prefetches at constant offsets
+/// (one instruction each; the parts' numbers are constants). Where the block's size is
+/// not a multiple of 64 bytes the range holds one line more or less depending on where
+/// it starts, and a missing last line repeats the first instead of branching. Covering
+/// whole lines from each part's start instead, with lines requested twice where parts
+/// or blocks share them, made Q6_K 20% slower from DRAM; an exact loop with branches
+/// cost Q6_K a quarter of its speed from L2. Constant offsets instead of each part
+/// finding its lines (session 20, the same host, a standalone loop over 379-538 MB of
+/// packed tiles on 2 MiB pages, old and new alternated): Q6_K one thread from DRAM
+/// 12.1-13.0 -> 13.4-14.3 GB/s, from L2 both tiles about 5% faster, Q4_K from DRAM
+/// unchanged; TinyLlama tg128 at 2 threads 33.0 -> 34.1 t/s (`woolly-run bench -p 0 -n
+/// 128 -t 2`, four rounds alternated).
+#[derive(Clone, Copy)]
+pub(super) struct BlockPrefetch<T> {
+    /// The first line start at or after the block's start plus [`PREFETCH_DISTANCE`].
+    first: *const i8,
+    /// The block's last line, or `first` where its range holds only `size / 64` lines.
+    last: *const i8,
+    _block: std::marker::PhantomData<T>,
+}
+
+impl<T> BlockPrefetch<T> {
+    /// Line starts in any range of `size_of::<T>()` bytes, at most.
+    const LINES: usize = size_of::<T>().div_ceil(64);
+
+    /// The lines to prefetch for `block`. Only addresses are formed (wrapping), never
+    /// dereferenced: prefetches are hints that never fault, past the end of the matrix
+    /// included.
+    #[inline(always)]
+    pub(super) fn new(block: &T) -> Self {
+        let start = std::ptr::from_ref(block).cast::<i8>();
+        let ahead = (start as usize).wrapping_add(PREFETCH_DISTANCE);
+        let lead = ahead.wrapping_neg() & 63;
+        let first = start.wrapping_add(PREFETCH_DISTANCE + lead);
+        // The range holds `size / 64` whole lines after `first`, and one more line start
+        // where the leading partial line and the tail leave room for it.
+        let full = size_of::<T>() / 64;
+        let last = if Self::LINES > full && lead + 64 * full < size_of::<T>() {
+            first.wrapping_add(64 * full)
+        } else {
+            first
+        };
+        BlockPrefetch {
+            first,
+            last,
+            _block: std::marker::PhantomData,
+        }
+    }
+
+    /// What the `i`-th prefetch of part `part` of `parts` requests: the line at
+    /// `Some(offset)` bytes from `first`, `None` for `last`. Parts take lines
+    /// `part * LINES / parts..(part + 1) * LINES / parts`; `None` past a part's end.
+    const fn slot(parts: usize, part: usize, i: usize) -> Option<Option<usize>> {
+        let (from, to) = (part * Self::LINES / parts, (part + 1) * Self::LINES / parts);
+        if from + i >= to {
+            None
+        } else if from + i < size_of::<T>() / 64 {
+            Some(Some(64 * (from + i)))
+        } else {
+            Some(None)
+        }
+    }
+
+    /// Prefetches into L2 (`prefetcht1`) part `PART` of `PARTS` of the block's lines
+    /// (at most eight; see [`Self::slot`]).
+    ///
+    /// Each prefetch is an `asm!` block with a constant offset from one register, not
+    /// `_mm_prefetch`: the compiler gathers those into one burst at the end of the
+    /// block's work, and with computed addresses it kept them in spilled registers.
+    #[inline(always)]
+    pub(super) fn part<const PARTS: usize, const PART: usize>(self) {
+        const {
+            assert!(
+                Self::LINES.div_ceil(PARTS) <= 8,
+                "at most eight lines a part"
+            )
+        };
+        macro_rules! line {
+            ($i:literal) => {
+                match const { Self::slot(PARTS, PART, $i) } {
+                    // SAFETY (both): a prefetch never faults and has no architectural
+                    // effect, whatever the address.
+                    Some(Some(_)) => unsafe {
+                        std::arch::asm!(
+                            "prefetcht1 [{p} + {o}]",
+                            p = in(reg) self.first,
+                            o = const match Self::slot(PARTS, PART, $i) {
+                                Some(Some(o)) => o,
+                                _ => 0,
+                            },
+                            options(nostack, preserves_flags, readonly),
+                        );
+                    },
+                    Some(None) => unsafe {
+                        std::arch::asm!(
+                            "prefetcht1 [{p}]",
+                            p = in(reg) self.last,
+                            options(nostack, preserves_flags, readonly),
+                        );
+                    },
+                    None => {}
+                }
+            };
+        }
+        line!(0);
+        line!(1);
+        line!(2);
+        line!(3);
+        line!(4);
+        line!(5);
+        line!(6);
+        line!(7);
+    }
+
+    /// The addresses [`Self::part`] requests for every part, in order (for tests).
+    #[cfg(test)]
+    pub(super) fn addresses(self, parts: usize) -> Vec<usize> {
+        (0..parts)
+            .flat_map(|part| (0..8).filter_map(move |i| Self::slot(parts, part, i)))
+            .map(|slot| match slot {
+                Some(o) => self.first as usize + o,
+                None => self.last as usize,
+            })
+            .collect()
     }
 }
 
@@ -371,3 +475,40 @@ x86_tiles!(
     nibble_dot_vnni,
     8
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line that starts in a block's bytes [`PREFETCH_DISTANCE`] ahead is requested
+    /// once, whatever the block's alignment, and nothing else is, but the first line
+    /// again where the block's range holds one line fewer.
+    fn covers_each_line_once<const SIZE: usize>(parts: usize) {
+        let buf = vec![0u8; 2 * SIZE + 128];
+        for shift in 0..128 {
+            // SAFETY: `shift + SIZE <= buf.len()`, and `[u8; SIZE]` has alignment 1.
+            let block = unsafe { &*buf.as_ptr().add(shift).cast::<[u8; SIZE]>() };
+            let ahead = block.as_ptr() as usize + PREFETCH_DISTANCE;
+            let want: Vec<usize> = (ahead..ahead + SIZE).filter(|a| a % 64 == 0).collect();
+            let pf = BlockPrefetch::new(block);
+            let got = pf.addresses(parts);
+            assert_eq!(got.len(), SIZE.div_ceil(64), "size {SIZE}, shift {shift}");
+            let mut once = got.clone();
+            once.sort_unstable();
+            once.dedup();
+            assert_eq!(once, want, "size {SIZE}, shift {shift}, {parts} parts");
+            if want.len() < got.len() {
+                assert_eq!(got.iter().filter(|&&a| a == want[0]).count(), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn block_prefetch_covers_each_line_once() {
+        covers_each_line_once::<1184>(4);
+        covers_each_line_once::<1680>(16);
+        covers_each_line_once::<1152>(4);
+        covers_each_line_once::<64>(1);
+        covers_each_line_once::<100>(2);
+    }
+}

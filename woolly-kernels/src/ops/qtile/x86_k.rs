@@ -25,7 +25,7 @@
 
 use std::arch::x86_64::*;
 
-use super::x86::{bcast4, dot4_vnni, f16x8, load32, prefetch_part, store8, tiles};
+use super::x86::{BlockPrefetch, bcast4, dot4_vnni, f16x8, load32, store8, tiles};
 use crate::quant::BlockQ8K;
 use crate::quant::interleaved::ROWS;
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -167,32 +167,42 @@ macro_rules! x86_k_tiles {
                 for (b, wb) in w.iter().enumerate() {
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
                     let mut isum = [_mm256_setzero_si256(); N];
+                    let ahead = BlockPrefetch::new(wb);
                     // Chunks 8j..8j+8 hold weights 64j..64j+64: group 2j in the low
-                    // nibbles, group 2j+1 in the high ones.
-                    for j in 0..4 {
-                        // The block's lines ahead a quarter at a time, not in one burst.
-                        prefetch_part::<_, 4>(wb, j);
-                        let sv = load16(&wb.scales[16 * j..]);
-                        // Loaded again for the high nibbles (an L1 hit) rather than kept:
-                        // AVX2 has sixteen registers for quants, scales and accumulators.
-                        let q = || -> [__m256i; 8] {
-                            std::array::from_fn(|i| load32(&wb.qs[32 * (8 * j + i)..]))
-                        };
-                        let lo = q().map(|v| _mm256_and_si256(v, m4));
-                        let sc = $scale::<0>(sv);
-                        for n in 0..N {
-                            let xq = q32(&xb[n].qs, 64 * j);
-                            let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
-                            isum[n] = $gdot::<8, 8>(isum[n], &lo, &a, sc);
-                        }
-                        let hi = q().map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
-                        let sc = $scale::<1>(sv);
-                        for n in 0..N {
-                            let xq = q32(&xb[n].qs, 64 * j + 32);
-                            let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
-                            isum[n] = $gdot::<8, 8>(isum[n], &hi, &a, sc);
-                        }
+                    // nibbles, group 2j+1 in the high ones. Unrolled, so that each
+                    // quarter's prefetches are at constant offsets.
+                    macro_rules! quarter {
+                        ($j:literal) => {{
+                            let j = $j;
+                            // The block's lines ahead a quarter at a time, not in one burst.
+                            ahead.part::<4, $j>();
+                            let sv = load16(&wb.scales[16 * j..]);
+                            // Loaded again for the high nibbles (an L1 hit) rather than
+                            // kept: AVX2 has sixteen registers for quants, scales and
+                            // accumulators.
+                            let q = || -> [__m256i; 8] {
+                                std::array::from_fn(|i| load32(&wb.qs[32 * (8 * j + i)..]))
+                            };
+                            let lo = q().map(|v| _mm256_and_si256(v, m4));
+                            let sc = $scale::<0>(sv);
+                            for n in 0..N {
+                                let xq = q32(&xb[n].qs, 64 * j);
+                                let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
+                                isum[n] = $gdot::<8, 8>(isum[n], &lo, &a, sc);
+                            }
+                            let hi = q().map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
+                            let sc = $scale::<1>(sv);
+                            for n in 0..N {
+                                let xq = q32(&xb[n].qs, 64 * j + 32);
+                                let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
+                                isum[n] = $gdot::<8, 8>(isum[n], &hi, &a, sc);
+                            }
+                        }};
                     }
+                    quarter!(0);
+                    quarter!(1);
+                    quarter!(2);
+                    quarter!(3);
                     // Mins as i16 pairs (m[2j], m[2j+1]) per row lane, against the 32-weight
                     // sums bsums[2g] + bsums[2g+1] (|.| <= 4096) paired the same way.
                     let mins: [__m256i; 4] =
@@ -282,24 +292,28 @@ macro_rules! x86_k_tiles {
                             isum[n] = $gdot::<4, 2>(isum[n], &u, &a, sc);
                         }
                     };
-                    // Weights 128h + 32q..+32 are groups 2j, 2j+1 with j = 4h + q.
-                    for h in 0..2 {
-                        macro_rules! quarter {
-                            ($q:literal) => {{
-                                let j = 4 * h + $q;
-                                let sv = load16(&wb.scales[16 * j..]);
-                                // One or two lines ahead per group: longer bursts were slower.
-                                prefetch_part::<_, 16>(wb, 2 * j);
-                                group(2 * j, q6k_quants::<$q>(wb, h, 0), $scale::<0>(sv));
-                                prefetch_part::<_, 16>(wb, 2 * j + 1);
-                                group(2 * j + 1, q6k_quants::<$q>(wb, h, 4), $scale::<1>(sv));
-                            }};
-                        }
-                        quarter!(0);
-                        quarter!(1);
-                        quarter!(2);
-                        quarter!(3);
+                    let ahead = BlockPrefetch::new(wb);
+                    // Weights 128h + 32q..+32 are groups 2j, 2j+1 with j = 4h + q; unrolled,
+                    // so that each group's prefetches are at constant offsets.
+                    macro_rules! quarter {
+                        ($h:literal, $q:literal) => {{
+                            const J: usize = 4 * $h + $q;
+                            let sv = load16(&wb.scales[16 * J..]);
+                            // One or two lines ahead per group: longer bursts were slower.
+                            ahead.part::<16, { 2 * J }>();
+                            group(2 * J, q6k_quants::<$q>(wb, $h, 0), $scale::<0>(sv));
+                            ahead.part::<16, { 2 * J + 1 }>();
+                            group(2 * J + 1, q6k_quants::<$q>(wb, $h, 4), $scale::<1>(sv));
+                        }};
                     }
+                    quarter!(0, 0);
+                    quarter!(0, 1);
+                    quarter!(0, 2);
+                    quarter!(0, 3);
+                    quarter!(1, 0);
+                    quarter!(1, 1);
+                    quarter!(1, 2);
+                    quarter!(1, 3);
                     // The -32 offset: 32 * sum_g sc[g] * bsums[g], with the scales as i16
                     // pairs (sc[2j], sc[2j+1]) per row lane against bsums' pair j.
                     let dw = f16x8(&wb.d);
