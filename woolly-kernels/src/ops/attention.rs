@@ -195,21 +195,19 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     // registers over all positions, each output summed over positions in order.
     let l = V::LANES;
     let hd = values.hd;
-    if hd.is_multiple_of(NV * l) {
-        // Whole passes of NV vectors: constant indices and no partial loads. With the
-        // general loop below, AVX2 kept the accumulators on the stack and tested each
-        // vector for a partial load: a TinyLlama-shape call (8 heads over 512 cached
-        // positions, `cargo bench -p woolly-benches --bench kernels -- attention_f16/`)
-        // took 44.2 us with AVX2 and head_dim 64, 32.1 us this way (head_dim 128: 86.9
-        // and 59.7; head_dim at run time: 49.7 and 29.8).
-        for d0 in (0..hd).step_by(NV * l) {
-            value_pass::<V, E, QH, NV>(v, values, w, d0, out);
-        }
-        return;
+    // Whole passes of NV vectors: constant indices and no partial loads. With one loop
+    // for every pass, partial ones included, AVX2 kept the accumulators on the stack and
+    // tested each vector for a partial load: a TinyLlama-shape call (8 heads over 512
+    // cached positions, `cargo bench -p woolly-benches --bench kernels --
+    // attention_f16/`) took 44.2 us with AVX2 and head_dim 64, 32.1 us this way
+    // (head_dim 128: 86.9 and 59.7; head_dim at run time: 49.7 and 29.8).
+    let whole = hd - hd % (NV * l);
+    for d0 in (0..whole).step_by(NV * l) {
+        value_pass::<V, E, QH, NV>(v, values, w, d0, out);
     }
-    let mut d0 = 0;
-    while d0 < hd {
-        let width = (hd - d0).min(NV * l);
+    // The dims left, fewer than a pass: partial loads and stores.
+    if whole < hd {
+        let (d0, width) = (whole, hd - whole);
         let n_vecs = width.div_ceil(l);
         let mut acc = [[v.zero(); NV]; QH];
         for p in 0..n_pos {
@@ -219,9 +217,6 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
             }
             let at = values.first + d0;
             let x = &values.rows[p * values.stride + at..][..width];
-            // The rows of one KV head are strided, a pattern the hardware prefetchers
-            // follow too late when the cache comes from DRAM. (The score pass fetched
-            // the first VALUE_PREFETCH rows.)
             values.prefetch(v, p + VALUE_PREFETCH, at, width);
             for j in 0..n_vecs {
                 let x = &x[j * l..];
@@ -246,13 +241,12 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
                 }
             }
         }
-        d0 += width;
     }
 }
 
 /// The weighted sums of values over dims `d0..d0 + NV * LANES` (all inside the head)
-/// for the `QH` heads of weights `w (QH, n_pos)` into `out (QH, hd)`: the general loop of
-/// [`heads`] for whole vectors, in the same order.
+/// for the `QH` heads of weights `w (QH, n_pos)` into `out (QH, hd)`, each summed over
+/// positions in order. [`heads`] runs the dims left over (fewer than a pass) itself.
 #[inline(always)]
 fn value_pass<V: Simd, E: Elem, const QH: usize, const NV: usize>(
     v: V,
@@ -271,6 +265,9 @@ fn value_pass<V: Simd, E: Elem, const QH: usize, const NV: usize>(
             *wv = v.splat(w[h * n_pos + p]);
         }
         let x = &values.rows[p * values.stride + at..][..width];
+        // The rows of one KV head are strided, a pattern the hardware prefetchers
+        // follow too late when the cache comes from DRAM. (The score pass fetched the
+        // first VALUE_PREFETCH rows.)
         values.prefetch(v, p + VALUE_PREFETCH, at, width);
         for j in 0..NV {
             let xv = E::load(v, &x[j * l..]);
