@@ -113,7 +113,7 @@ pub(super) fn prefetch_ahead<T>(block: &T) {
 pub(super) struct BlockPrefetch<T> {
     /// The first line start at or after the block's start plus [`PREFETCH_DISTANCE`].
     first: *const i8,
-    /// The block's last line, or `first` where its range holds only `size / 64` lines.
+    /// The block's last line, or `first` where its range holds only `FULL` lines.
     last: *const i8,
     _block: std::marker::PhantomData<T>,
 }
@@ -121,6 +121,9 @@ pub(super) struct BlockPrefetch<T> {
 impl<T> BlockPrefetch<T> {
     /// Line starts in any range of `size_of::<T>()` bytes, at most.
     const LINES: usize = size_of::<T>().div_ceil(64);
+    /// Line starts in any such range, at least: the lines from `first` on that every
+    /// block's range holds.
+    const FULL: usize = size_of::<T>() / 64;
 
     /// The lines to prefetch for `block`. Only addresses are formed (wrapping), never
     /// dereferenced: prefetches are hints that never fault, past the end of the matrix
@@ -131,11 +134,10 @@ impl<T> BlockPrefetch<T> {
         let ahead = (start as usize).wrapping_add(PREFETCH_DISTANCE);
         let lead = ahead.wrapping_neg() & 63;
         let first = start.wrapping_add(PREFETCH_DISTANCE + lead);
-        // The range holds `size / 64` whole lines after `first`, and one more line start
-        // where the leading partial line and the tail leave room for it.
-        let full = size_of::<T>() / 64;
-        let last = if Self::LINES > full && lead + 64 * full < size_of::<T>() {
-            first.wrapping_add(64 * full)
+        // The range holds `FULL` line starts from `first` on, and one more where the
+        // leading partial line and the tail leave room for it.
+        let last = if Self::LINES > Self::FULL && lead + 64 * Self::FULL < size_of::<T>() {
+            first.wrapping_add(64 * Self::FULL)
         } else {
             first
         };
@@ -153,7 +155,7 @@ impl<T> BlockPrefetch<T> {
         let (from, to) = (part * Self::LINES / parts, (part + 1) * Self::LINES / parts);
         if from + i >= to {
             None
-        } else if from + i < size_of::<T>() / 64 {
+        } else if from + i < Self::FULL {
             Some(Some(64 * (from + i)))
         } else {
             Some(None)
