@@ -55,8 +55,11 @@ impl Tiles {
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
             q6k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q6k_q8k::select(isa, &[])),
-            q4_1_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4_1_q8_1::select(isa, &[])),
-            q8_0_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q8_0_q8_0::select(isa, &[])),
+            // Not taken: in ggml's order (one accumulator per row and lane of four
+            // products) these pair tiles run the eight-row tile on each group, and the
+            // pair path would only add a pass preparing activations they do not read.
+            q4_1_pair: None,
+            q8_0_pair: None,
         }
     }
 }

@@ -152,41 +152,27 @@ impl Scratch {
 /// Rows of a batch whose sums of squares [`rmsnorm`] runs interleaved.
 const NORM_ROWS: usize = 8;
 
-/// `out = x / rms(x) * w`, row by row.
-///
-/// Not the dispatched `rmsnorm` kernel: that one sums the squares in SIMD lanes, which
-/// moves the conformance figures by the single-ulp noise they are sensitive to (measured:
-/// argmax agreement on SmolLM2 98.6% instead of 100%), to save about 0.5% of a token.
-/// Each row's squares are summed in order; the rows of a batch are summed side by side,
-/// up to [`NORM_ROWS`] at once, so their chains of additions overlap.
+/// `out = x / rms(x) * w`, row by row, as ggml's `rms_norm` then `mul`: each row's
+/// f32 squares summed in order in f64, the mean rounded to f32, `x * (1 / sqrt(mean +
+/// eps))` then times `w`. (llama.cpp's logits move with single ulps here: summing in f32
+/// lanes instead moved SmolLM2's argmax agreement from 100% to 98.6%.) The rows of a
+/// batch are summed side by side, up to [`NORM_ROWS`] at once, so their chains of
+/// additions overlap.
 fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     let d = w.len();
-    let ggml_exact = crate::ggml_exact::on();
     for (o, xr) in out.chunks_mut(NORM_ROWS * d).zip(x.chunks(NORM_ROWS * d)) {
         let rows = xr.len() / d;
         let mut ss = [0.0; NORM_ROWS];
-        if ggml_exact {
-            // As ggml_compute_forward_rms_norm_f32: f32 squares summed in f64, the mean
-            // rounded to f32.
-            for (s, xr) in ss.iter_mut().zip(xr.chunks_exact(d)) {
-                let sum: f64 = xr.iter().fold(0.0, |acc, v| acc + f64::from(v * v));
-                *s = (sum / d as f64) as f32;
-            }
-        } else {
-            let mut r = 0;
-            while r < rows {
-                let xr = &xr[r * d..];
-                let ss = &mut ss[r..];
-                r += match rows - r {
-                    8.. => sum_squares::<8>(xr, d, ss),
-                    4..=7 => sum_squares::<4>(xr, d, ss),
-                    2..=3 => sum_squares::<2>(xr, d, ss),
-                    _ => sum_squares::<1>(xr, d, ss),
-                };
-            }
-            for s in &mut ss[..rows] {
-                *s /= d as f32;
-            }
+        let mut r = 0;
+        while r < rows {
+            let xr = &xr[r * d..];
+            let ss = &mut ss[r..];
+            r += match rows - r {
+                8.. => mean_squares::<8>(xr, d, ss),
+                4..=7 => mean_squares::<4>(xr, d, ss),
+                2..=3 => mean_squares::<2>(xr, d, ss),
+                _ => mean_squares::<1>(xr, d, ss),
+            };
         }
         for ((o, xr), &ss) in o.chunks_exact_mut(d).zip(xr.chunks_exact(d)).zip(&ss) {
             let scale = 1.0 / (ss + eps).sqrt();
@@ -228,18 +214,21 @@ fn add_residual(x: &mut [f32], o: &[f32]) {
     }
 }
 
-/// The sums of squares of the first `R` rows (of `d`) of `x` into `ss[..R]`, each summed
-/// in order from -0.0 (as `Iterator::sum` does); returns `R`.
+/// The mean squares of the first `R` rows (of `d`) of `x` into `ss[..R]`, as ggml's
+/// `rms_norm` computes them: each f32 square added in order to an f64 sum from +0, the
+/// sum divided in f64, the mean rounded to f32; returns `R`.
 #[inline(always)]
-fn sum_squares<const R: usize>(x: &[f32], d: usize, ss: &mut [f32]) -> usize {
+fn mean_squares<const R: usize>(x: &[f32], d: usize, ss: &mut [f32]) -> usize {
     let rows: [&[f32]; R] = std::array::from_fn(|r| &x[r * d..(r + 1) * d]);
-    let mut acc = [-0.0f32; R];
+    let mut acc = [0.0f64; R];
     for i in 0..d {
         for (a, row) in acc.iter_mut().zip(&rows) {
-            *a += row[i] * row[i];
+            *a += f64::from(row[i] * row[i]);
         }
     }
-    ss[..R].copy_from_slice(&acc);
+    for (s, a) in ss[..R].iter_mut().zip(acc) {
+        *s = (a / d as f64) as f32;
+    }
     R
 }
 
@@ -270,18 +259,33 @@ fn rope_table(
 
 /// Rotates adjacent pairs of the first `rope_dim` dims of each head of `x (n_heads, head_dim)`.
 fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
-    let ggml_exact = crate::ggml_exact::on();
+    // `f32::mul_add` is a libm call in code built without FMA; the same bits either way.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked just above).
+        unsafe { rope_fma(x, head_dim, cos, sin) };
+        return;
+    }
+    rope_pairs(x, head_dim, cos, sin);
+}
+
+/// [`rope_pairs`] compiled with FMA instructions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn rope_fma(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+    rope_pairs(x, head_dim, cos, sin);
+}
+
+/// The body of [`rope`].
+#[inline(always)]
+fn rope_pairs(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
             let (a, b) = (head[2 * i], head[2 * i + 1]);
-            if ggml_exact {
-                // GCC contracts ggml's rope to FMAs.
-                head[2 * i] = a.mul_add(c, -(b * s));
-                head[2 * i + 1] = a.mul_add(s, b * c);
-            } else {
-                head[2 * i] = a * c - b * s;
-                head[2 * i + 1] = a * s + b * c;
-            }
+            // ggml's rope as GCC compiles it for llama.cpp's x86 builds: contracted to
+            // FMAs (the rounding llama.cpp's logits carry).
+            head[2 * i] = a.mul_add(c, -(b * s));
+            head[2 * i + 1] = a.mul_add(s, b * c);
         }
     }
 }
@@ -492,12 +496,6 @@ fn first_non_finite_row(logits: &[f32], n_vocab: usize) -> Option<usize> {
 /// row, rows split over the thread team when large (a row's result is the same whatever
 /// the split).
 fn swiglu(kernels: &Kernels, gate: &mut [f32], up: &[f32], ff: usize) {
-    if crate::ggml_exact::on() {
-        for (g, u) in gate.iter_mut().zip(up) {
-            *g = crate::ggml_exact::silu(*g) * u;
-        }
-        return;
-    }
     let row = |i: usize, g: &mut [f32]| kernels.swiglu.call(g, &up[i * ff..][..ff]);
     if gate.len() < SWIGLU_MIN_PARALLEL {
         for (i, g) in gate.chunks_exact_mut(ff).enumerate() {

@@ -1,18 +1,21 @@
 //! The ggml-exact mode (`WOOLLY_GGML_EXACT=1`): ggml's x86 arithmetic (the AVX-512
 //! VNNI build of llama.cpp 0.3.36 / ggml 0.25.3, GCC contracting to FMA, flash attention
-//! off) reproduced in scalar Rust for every op of a Llama forward pass, so that Woolly's
-//! logits equal llama.cpp's bit for bit on the conformance pack (tested in
-//! `tests/conformance.rs`, run so by `cargo xtask ci`). Each function was checked against
-//! llama.cpp's own intermediate tensors, dumped through its eval callback.
+//! off) reproduced in scalar Rust for every op of a Llama forward pass, **including the
+//! choices ggml makes by batch shape**, so that Woolly's logits equal llama.cpp's bit for
+//! bit on the conformance pack (tested in `tests/conformance.rs`, run so by `cargo
+//! xtask ci`). Each function was checked against llama.cpp's own intermediate tensors,
+//! dumped through its eval callback.
 //!
-//! What differs from Woolly's default arithmetic, each measured to matter: activations
-//! quantized with `127 / amax` and ties to even; 8-lane FMA accumulation of the legacy
-//! dots; Q4_K in ggml's repacked gemm (groups of four tokens) or gemv order, Q6_K in its
-//! per-lane-pair or tiled (8+ tokens) order; RMSNorm's sum in f64; RoPE with FMAs; Q and
-//! the softmax probabilities rounded to f16 around f16 dot products; `exp` as ggml's
-//! `ggml_v_expf` in softmax and SiLU; the last layer's feed-forward on the logit rows
-//! only. A diagnostic, not a fast path: scalar, slow, and, as ggml's own arithmetic,
-//! dependent on the batch shape (`attend_f16`, `vec_dot_q4k_q8k`, [`TILED_MIN`]).
+//! Woolly's default arithmetic is ggml's too, in its fast kernels, wherever ggml's does
+//! not depend on the batch: activations quantized with `127 / amax` and ties to even;
+//! the legacy dots' 8-lane FMA order; RMSNorm's sum in f64; RoPE with FMAs; `exp` as
+//! ggml's `ggml_v_expf` in softmax and SiLU; attention in tinyBLAS's 16-lane order with
+//! Q and the softmax weights rounded to f16. Where ggml's order depends on the batch
+//! (attention for a single token, Q4_K in its repacked gemm (groups of four tokens) or
+//! gemv order, Q6_K in its per-lane or tiled (8+ tokens) order), the default takes one
+//! order for every batch so that a token's result never depends on its batch. This mode
+//! reproduces the batch-dependent choices too: a diagnostic, not a fast path (scalar,
+//! slow: `attend_f16`, `vec_dot_q4k_q8k`, [`TILED_MIN`]).
 
 use half::f16;
 use woolly_kernels::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -27,37 +30,6 @@ pub fn on() -> bool {
 pub fn covers(ty: woolly_kernels::GgmlType) -> bool {
     use woolly_kernels::GgmlType as T;
     matches!(ty, T::Q4_1 | T::Q8_0 | T::Q4K | T::Q6K)
-}
-
-fn q8_block(x: &[f32]) -> (f32, [i8; 32]) {
-    // x86 quantize_row_q8_0/q8_1: amax, d = amax / 127, id = 127 / amax, round half to even.
-    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    (
-        d,
-        std::array::from_fn(|j| (x[j] * id).round_ties_even() as i8),
-    )
-}
-
-/// ggml's x86 `quantize_row_q8_0`.
-pub fn quantize_row_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
-    for (x, y) in src.chunks_exact(32).zip(dst) {
-        let (d, qs) = q8_block(x);
-        y.d = f16::from_f32(d);
-        y.qs = qs;
-    }
-}
-
-/// ggml's x86 `quantize_row_q8_1` (`s = d * sum(q)`, the sum an exact integer).
-pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
-    for (x, y) in src.chunks_exact(32).zip(dst) {
-        let (d, qs) = q8_block(x);
-        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
-        y.d = f16::from_f32(d);
-        y.s = f16::from_f32(d * sum as f32);
-        y.qs = qs;
-    }
 }
 
 /// `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
@@ -131,12 +103,6 @@ pub fn v_expf(x: f32) -> f32 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
     (f64::from(j) * 2f64.powi(n as i32)) as f32
-}
-
-/// `ggml_v_silu`: x / (1 + v_expf(0 - x)).
-#[inline(always)]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + v_expf(0.0 - x))
 }
 
 /// `ggml_vec_dot_f16` (AVX-512): chunks of 16 into 4 accumulators by chunk % 4, reduced

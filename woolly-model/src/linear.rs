@@ -10,8 +10,8 @@ use woolly_kernels::GgmlType;
 use woolly_kernels::dispatch::Kernels;
 use woolly_kernels::ops::matvec::MatmulScratch;
 use woolly_kernels::quant::{
-    Block, BlockQ8_0, BlockQ8_1, BlockQ8K, blocks, dequantize_row, quantize_row_q8_0,
-    quantize_row_q8_1, quantize_row_q8k,
+    Block, BlockQ8_0, BlockQ8_1, BlockQ8K, blocks, dequantize_row, quantize_activations_q8_0,
+    quantize_activations_q8_1, quantize_row_q8k,
 };
 use woolly_kernels::reference::quant_dot as qd;
 
@@ -77,11 +77,7 @@ impl Activations {
                 let Activations::Q8_0(v) = self else {
                     unreachable!()
                 };
-                if crate::ggml_exact::on() {
-                    quantize_into(v, x, n_blocks, crate::ggml_exact::quantize_row_q8_0);
-                } else {
-                    quantize_into(v, x, n_blocks, quantize_row_q8_0);
-                }
+                quantize_into(v, x, n_blocks, quantize_activations_q8_0);
             }
             GgmlType::Q8_1 => {
                 if !matches!(self, Activations::Q8_1(_)) {
@@ -90,11 +86,7 @@ impl Activations {
                 let Activations::Q8_1(v) = self else {
                     unreachable!()
                 };
-                if crate::ggml_exact::on() {
-                    quantize_into(v, x, n_blocks, crate::ggml_exact::quantize_row_q8_1);
-                } else {
-                    quantize_into(v, x, n_blocks, quantize_row_q8_1);
-                }
+                quantize_into(v, x, n_blocks, quantize_activations_q8_1);
             }
             GgmlType::Q8K => {
                 if !matches!(self, Activations::Q8K(_)) {

@@ -164,30 +164,24 @@ fn conform(model_path: &std::path::Path, golden_name: &str) -> Figures {
     }
 }
 
-// The issue's bounds are argmax >= 99%, NRMSE <= 0.02 and greedy-16 on >= 4 of 5. Two
-// are below what any engine that does not reproduce ggml's arithmetic bit for bit can
-// reach on these models: with 8-bit activation quantization the forward pass is
-// discontinuous, and scaling Woolly's own embeddings by (1 + 1e-6) moves SmolLM2's
-// last-row logits by NRMSE 0.03-0.055 and the tiny model's by 0.010-0.015 (measured
-// 2026-11-25). Where Woolly meets the issue's bound the test holds it; where it cannot,
-// the test holds the measured noise floor, so a real error (a wrong RoPE or norm gives
-// NRMSE near 1) still fails. The closing note of issue 4 reports these as missed.
+// The issue's bounds are argmax >= 99%, NRMSE <= 0.02 and greedy-16 on >= 4 of 5. With
+// 8-bit activation quantization the forward pass is discontinuous: scaling Woolly's own
+// embeddings by (1 + 1e-6) moved SmolLM2's last-row logits by NRMSE 0.03-0.055 and the
+// tiny model's by 0.010-0.015 (measured 2026-11-25). So Woolly computes ggml's own
+// arithmetic, in its fast kernels (ggml_exact.rs lists the ops): on both models the
+// last-prompt logits equal llama.cpp's bit for bit (NRMSE 0), on every ISA.
 //
-// Nor does ggml's own arithmetic meet them once it is made independent of the batch, as
-// Woolly's must be (a server's request gives the same text whatever else is in its
-// batch). ggml picks its summation order by batch shape: Q4_K runs its repacked gemm on
-// whole groups of four tokens and its gemv on the rest, Q6_K a tiled kernel from eight
-// tokens, attention tinyBLAS from two. The ggml-exact mode with each of those choices
-// fixed for every batch (all eight combinations, 2026-12-03) gives:
-// - SmolLM2: with attention always in tinyBLAS order, NRMSE 0, argmax 221/222 and greedy
-//   4/5, within every bound; with attention always in the one-token order, NRMSE 0.051
-//   and argmax 219/222 (98.6%);
-// - tiny: with Q4_K always in gemm order, NRMSE 0 but greedy 3/5; always in gemv order,
-//   NRMSE 0.0155 and greedy 2/5; the Q6_K and attention choices change nothing.
-// So the tiny model's greedy bound needs the prompt and the generated tokens to go through
-// different Q4_K summation orders, as in llama.cpp, which a batch-independent engine can
-// only do by giving each token an arithmetic by its role (prompt or generated), not by
-// the batch it arrives in.
+// Where ggml's summation order depends on the batch shape, Woolly takes one order for
+// every batch (a server's request gives the same text whatever else is in its batch):
+// attention in tinyBLAS's order, Q4_K in its repacked gemm's (groups of four tokens),
+// Q6_K in its tiled kernel's (8+ tokens). llama.cpp runs its one-token decode steps
+// through the other orders, so greedy continuations can fork where the reference's
+// margins are near ties: SmolLM2 keeps 4 of 5, the tiny model (random weights, near
+// ties everywhere) 3 of 5 (measured 2026-12-05). The ggml-exact mode reproduces the
+// batch-dependent choices too and so the greedy paths (5 of 5); measured with it, the
+// tiny model's fourth path needs the prompt and the generated tokens to go through
+// different Q4_K orders, as in llama.cpp, which a batch-independent engine can only do
+// by giving each token an arithmetic by its role (prompt or generated).
 
 #[test]
 fn tiny_q4km_matches_llama_cpp() {
@@ -202,16 +196,16 @@ fn tiny_q4km_matches_llama_cpp() {
     );
     assert!(f.worst_nrmse <= 0.02, "NRMSE {} > 0.02", f.worst_nrmse);
     if woolly_model::ggml_exact::on() {
-        // Following ggml's arithmetic op for op reproduces llama.cpp's greedy paths.
+        // Following ggml's batch-dependent choices too reproduces llama.cpp's greedy paths.
         assert!(
             f.greedy_same >= 4,
             "ggml-exact: greedy on {} of 5",
             f.greedy_same
         );
     }
-    // Random weights leave near-ties everywhere: greedy paths fork at margins < 0.1.
+    // The issue asks 4 of 5: see above for why one order per op gives 3.
     assert!(
-        f.greedy_same >= 2,
+        f.greedy_same >= 3,
         "greedy reproduced on {} of 5 prompts",
         f.greedy_same
     );
@@ -227,18 +221,7 @@ fn smollm2_matches_llama_cpp() {
         "argmax agreement {} < 0.99",
         f.agreement
     );
-    assert!(
-        f.worst_nrmse <= 0.15,
-        "NRMSE {} > 0.15 (noise floor; the issue asks 0.02)",
-        f.worst_nrmse
-    );
-    if woolly_model::ggml_exact::on() {
-        assert!(
-            f.worst_nrmse <= 0.02,
-            "ggml-exact: NRMSE {} > 0.02",
-            f.worst_nrmse
-        );
-    }
+    assert!(f.worst_nrmse <= 0.02, "NRMSE {} > 0.02", f.worst_nrmse);
     assert!(
         f.greedy_same >= 4,
         "greedy reproduced on {} of 5 prompts",

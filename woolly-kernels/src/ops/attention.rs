@@ -7,24 +7,29 @@
 //!
 //! # Arithmetic
 //! The result is bit for bit that of [`crate::reference::attention`] (and `_f16`), on
-//! every ISA: the conformance figures against llama.cpp sit at a noise floor where one
-//! ulp anywhere moves them (a softmax normalizer one ulp off fails the SmolLM2 greedy
-//! check), so this kernel reproduces the scalar pass Woolly was validated with instead
-//! of reassociating it. That fixes three things:
-//! - A score is `q . k` summed over the head dimensions in order, in f32. SIMD lanes
-//!   therefore run across positions, not dimensions, which is why keys are stored
-//!   transposed in blocks of [`K_BLOCK`] positions (ggml stores its values transposed for
-//!   the same reason). Each product is fused with its addition (FMA, one rounding), the
-//!   same on every ISA; the scalar ISA calls `f32::mul_add`. (Products rounded first
-//!   took an instruction more per product; the fused form left the conformance figures
-//!   as they were to five digits.) The weighted sum of values is fused the same way.
-//! - The softmax takes ggml's vector exp ([`Simd::exp_ggml`], the same operations on every
-//!   ISA), sums in f64 in position order and normalizes by `1 / sum` in f32.
+//! every ISA, and that is llama.cpp's: the order of ggml's non-flash attention on x86,
+//! whose f16 and f32 matrix products (tinyBLAS) keep one 16-lane FMA accumulator. The
+//! conformance figures against llama.cpp sit at a noise floor where one ulp anywhere
+//! moves them (SmolLM2's last-token logits move by NRMSE 0.03-0.05 for a relative
+//! change of 1e-6 in the embeddings), so only ggml's own order reproduces its logits.
+//! - A score is `q . k` with dimension `d` summed in lane `d % 16`, each lane a chain of
+//!   fused multiply-adds from +0, the lanes reduced by ggml's 16-lane tree
+//!   ([`crate::reference::reduce16`]), then times `1 / sqrt(HD)`. SIMD lanes run across
+//!   positions (each vector lane is one position's 16-lane dot product), which is why
+//!   keys are stored transposed in blocks of [`K_BLOCK`] positions.
+//! - The softmax takes ggml's vector exp ([`Simd::exp_ggml`], the same operations on
+//!   every ISA), sums each run of 16 positions by the tree into an f64 and normalizes by
+//!   `1 / sum` in f32.
+//! - A weighted sum of values adds position `p` in lane `p % 16`, the same chains and
+//!   tree; SIMD lanes run across dims.
 //! - With an f16 cache, the query and the normalized weights are rounded to f16 before
 //!   they meet the keys and values, as ggml's f16 matrix products round their f32
-//!   operand (dropping either rounding moves the logits away from llama.cpp's: argmax
-//!   agreement 98.6% instead of 100% on the conformance pack). The weighted sum of values
-//!   runs over positions in order.
+//!   operand.
+//!
+//! ggml takes another order for a batch of one token (`ggml_vec_dot_f16`); Woolly keeps
+//! tinyBLAS's for every batch, so a token's result never depends on its batch. Measured
+//! with ggml's arithmetic reproduced op for op (`WOOLLY_GGML_EXACT`), tinyBLAS's order
+//! for every token is what reproduces llama.cpp's SmolLM2 logits (NRMSE 0).
 
 use half::f16;
 use woolly_kernels_macros::kernel;
@@ -37,11 +42,6 @@ use crate::simd::{MAX_LANES, Simd};
 /// head_dim, K_BLOCK)`, position `p` in lane `p % K_BLOCK` of block `p / K_BLOCK`. One
 /// AVX-512 vector, two AVX2 ones; the same layout on every ISA.
 pub const K_BLOCK: usize = MAX_LANES;
-
-/// Score accumulator vectors in flight at once, over all the heads of a pass: enough
-/// independent additions to hide their latency, few enough to stay in registers with
-/// the keys they add.
-const QK_ACCS: usize = 16;
 
 /// Positions ahead of the one being summed whose value rows are prefetched.
 const VALUE_PREFETCH: usize = 64;
@@ -142,8 +142,8 @@ struct Values<'a, E> {
 }
 
 /// Attention of the `QH` query heads `q (QH, hd)` into `out (QH, hd)`, `w (QH, n_pos)`
-/// their scores and then weights: one pass over the keys and, `NV` vectors of dims at a
-/// time, one over the values, for all of them.
+/// their scores and then weights: one pass over the keys, then, `NV` vectors of dims at a
+/// time, one over the values for all of them.
 #[inline(always)]
 fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     v: V,
@@ -156,129 +156,124 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     V: Simd,
     E: Elem + 'k,
 {
-    // Scores: the largest tiles first, then smaller ones for the blocks left.
-    let per_block = K_BLOCK / V::LANES;
-    let fits = |t: usize| t * per_block * QH <= QK_ACCS;
-    let mut b = 0;
-    if fits(8) {
-        b = scores_tiles::<V, E, QH, 8>(v, q, keys, values, b, w);
-    }
-    if fits(4) {
-        b = scores_tiles::<V, E, QH, 4>(v, q, keys, values, b, w);
-    }
-    if fits(2) {
-        b = scores_tiles::<V, E, QH, 2>(v, q, keys, values, b, w);
-    }
-    scores_tiles::<V, E, QH, 1>(v, q, keys, values, b, w);
+    scores::<V, E, QH>(v, q, keys, values, w);
 
-    // Softmax, in the scalar pass's order for each head. The f64 sums are a loop of
-    // their own, over positions in order.
+    // Softmax: each head's sum over runs of 16 positions, each run reduced by the
+    // 16-lane tree into an f64 (ggml's soft_max over its 16-lane exp vectors; its rows
+    // are padded to whole vectors with weights of zero).
     let n_pos = values.n_pos;
-    let mut max = [0.0; QH];
-    for (m, w) in max.iter_mut().zip(w.chunks_exact(n_pos)) {
-        *m = v.max_of(w);
-    }
-    for (&m, w) in max.iter().zip(w.chunks_exact_mut(n_pos)) {
+    for w in w.chunks_exact_mut(n_pos) {
+        let m = v.max_of(w);
         exp_minus(v, w, m);
-    }
-    let mut sum = [0f64; QH];
-    for p in 0..n_pos {
-        for (h, s) in sum.iter_mut().enumerate() {
-            *s += f64::from(w[h * n_pos + p]);
+        let mut sum = 0f64;
+        for c in w.chunks(LANES16) {
+            let mut lanes = [0f32; LANES16];
+            lanes[..c.len()].copy_from_slice(c);
+            sum += f64::from(crate::reference::reduce16(lanes));
         }
-    }
-    for (&s, w) in sum.iter().zip(w.chunks_exact_mut(n_pos)) {
-        normalize::<V, ROUND>(v, w, (1.0 / s) as f32);
+        normalize::<V, ROUND>(v, w, (1.0 / sum) as f32);
     }
 
-    // The weighted sums of values, NV vectors of dims of each head at a time held in
-    // registers over all positions, each output summed over positions in order.
+    // The weighted sums of values, NV vectors of dims of each head at a time.
     let l = V::LANES;
     let hd = values.hd;
-    // Whole passes of NV vectors: constant indices and no partial loads. With one loop
-    // for every pass, partial ones included, AVX2 kept the accumulators on the stack and
-    // tested each vector for a partial load: a TinyLlama-shape call (8 heads over 512
-    // cached positions, `cargo bench -p woolly-benches --bench kernels --
-    // attention_f16/`) took 44.2 us with AVX2 and head_dim 64, 32.1 us this way
-    // (head_dim 128: 86.9 and 59.7; head_dim at run time: 49.7 and 29.8).
     let whole = hd - hd % (NV * l);
     for d0 in (0..whole).step_by(NV * l) {
-        value_pass::<V, E, QH, NV>(v, values, w, d0, out);
+        value_pass::<V, E, QH, NV, false>(v, values, w, d0, NV * l, out);
     }
-    // The dims left, fewer than a pass: partial loads and stores.
     if whole < hd {
-        let (d0, width) = (whole, hd - whole);
-        let n_vecs = width.div_ceil(l);
+        value_pass::<V, E, QH, NV, true>(v, values, w, whole, hd - whole, out);
+    }
+}
+
+/// Lanes of ggml's f16/f32 matrix products on x86 (tinyBLAS with one 512-bit FMA
+/// accumulator): a dot product sums its terms `i` in lane `i % 16`, each lane a chain
+/// of fused multiply-adds in order from +0, and the lanes are reduced by
+/// [`crate::reference::reduce16`]'s tree.
+const LANES16: usize = 16;
+
+/// `a + b`, vector by vector.
+#[inline(always)]
+fn add_n<V: Simd, const N: usize>(v: V, a: [V::F32; N], b: [V::F32; N]) -> [V::F32; N] {
+    let mut r = a;
+    for (r, b) in r.iter_mut().zip(b) {
+        *r = v.add(*r, b);
+    }
+    r
+}
+
+/// The 16-lane tree of [`crate::reference::reduce16`] over vectors of independent sums:
+/// `lanes[i]` holds lane `i`'s. (A plain function: a closure handed the lanes one at a
+/// time was not inlined into the AVX2 caller and ran 18 times slower.)
+#[inline(always)]
+fn tree16<V: Simd, const N: usize>(v: V, lanes: &[[V::F32; N]; LANES16]) -> [V::F32; N] {
+    let mut t4 = [[v.zero(); N]; 4];
+    for (i, t) in t4.iter_mut().enumerate() {
+        let a = add_n(v, lanes[i], lanes[i + 8]);
+        let b = add_n(v, lanes[i + 4], lanes[i + 12]);
+        *t = add_n(v, a, b);
+    }
+    add_n(v, add_n(v, t4[0], t4[2]), add_n(v, t4[1], t4[3]))
+}
+
+/// The weighted sums of values over dims `d0..d0 + width` (`width` = `NV * LANES`, or
+/// fewer in the last pass, `PARTIAL`) for the `QH` heads of weights `w (QH, n_pos)` into
+/// `out (QH, hd)`. Position `p` adds to lane `p % 16`: each lane is one chain over its
+/// positions, held in registers, and the 16 lanes meet in the tree at the end.
+#[inline(always)]
+#[expect(
+    clippy::needless_range_loop,
+    reason = "a lane indexes the inner array of every head's sums"
+)]
+fn value_pass<V: Simd, E: Elem, const QH: usize, const NV: usize, const PARTIAL: bool>(
+    v: V,
+    values: &Values<'_, E>,
+    w: &[f32],
+    d0: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    let (l, n_pos, hd) = (V::LANES, values.n_pos, values.hd);
+    let n_vecs = if PARTIAL { width.div_ceil(l) } else { NV };
+    let at = values.first + d0;
+    // lanes[h][i]: head h's sums of lane i.
+    let mut lanes = [[[v.zero(); NV]; LANES16]; QH];
+    for lane in 0..LANES16 {
         let mut acc = [[v.zero(); NV]; QH];
-        for p in 0..n_pos {
+        for p in (lane..n_pos).step_by(LANES16) {
             let mut wv = [v.zero(); QH];
             for (h, wv) in wv.iter_mut().enumerate() {
                 *wv = v.splat(w[h * n_pos + p]);
             }
-            let at = values.first + d0;
             let x = &values.rows[p * values.stride + at..][..width];
+            // The rows of one KV head are strided, a pattern the hardware prefetchers
+            // follow too late when the cache comes from DRAM. (The score pass fetched
+            // the first VALUE_PREFETCH rows.)
             values.prefetch(v, p + VALUE_PREFETCH, at, width);
             for j in 0..n_vecs {
-                let x = &x[j * l..];
-                let xv = if x.len() >= l {
-                    E::load(v, x)
+                let xv = if PARTIAL && (j + 1) * l > width {
+                    E::load_partial(v, &x[j * l..])
                 } else {
-                    E::load_partial(v, x)
+                    E::load(v, &x[j * l..])
                 };
                 for (a, &wv) in acc.iter_mut().zip(&wv) {
                     a[j] = v.fused_mul_add(wv, xv, a[j]);
                 }
             }
         }
-        for (a, oh) in acc.iter().zip(out.chunks_exact_mut(hd)) {
-            let o = &mut oh[d0..][..width];
-            for (j, a) in a.iter().enumerate().take(n_vecs) {
-                let o = &mut o[j * l..];
-                if o.len() >= l {
-                    v.store(o, *a);
-                } else {
-                    v.store_partial(o, *a);
-                }
-            }
+        for (h, acc) in acc.iter().enumerate() {
+            lanes[h][lane] = *acc;
         }
     }
-}
-
-/// The weighted sums of values over dims `d0..d0 + NV * LANES` (all inside the head)
-/// for the `QH` heads of weights `w (QH, n_pos)` into `out (QH, hd)`, each summed over
-/// positions in order. [`heads`] runs the dims left over (fewer than a pass) itself.
-#[inline(always)]
-fn value_pass<V: Simd, E: Elem, const QH: usize, const NV: usize>(
-    v: V,
-    values: &Values<'_, E>,
-    w: &[f32],
-    d0: usize,
-    out: &mut [f32],
-) {
-    let (l, n_pos, hd) = (V::LANES, values.n_pos, values.hd);
-    let width = NV * l;
-    let at = values.first + d0;
-    let mut acc = [[v.zero(); NV]; QH];
-    for p in 0..n_pos {
-        let mut wv = [v.zero(); QH];
-        for (h, wv) in wv.iter_mut().enumerate() {
-            *wv = v.splat(w[h * n_pos + p]);
-        }
-        let x = &values.rows[p * values.stride + at..][..width];
-        // The rows of one KV head are strided, a pattern the hardware prefetchers
-        // follow too late when the cache comes from DRAM. (The score pass fetched the
-        // first VALUE_PREFETCH rows.)
-        values.prefetch(v, p + VALUE_PREFETCH, at, width);
-        for j in 0..NV {
-            let xv = E::load(v, &x[j * l..]);
-            for (a, &wv) in acc.iter_mut().zip(&wv) {
-                a[j] = v.fused_mul_add(wv, xv, a[j]);
+    for (lanes, oh) in lanes.iter().zip(out.chunks_exact_mut(hd)) {
+        let sum = tree16::<V, NV>(v, lanes);
+        let o = &mut oh[d0..][..width];
+        for (j, &a) in sum.iter().enumerate().take(n_vecs) {
+            if PARTIAL && (j + 1) * l > width {
+                v.store_partial(&mut o[j * l..], a);
+            } else {
+                v.store(&mut o[j * l..], a);
             }
-        }
-    }
-    for (a, oh) in acc.iter().zip(out.chunks_exact_mut(hd)) {
-        for (j, &a) in a.iter().enumerate() {
-            v.store(&mut oh[d0 + j * l..], a);
         }
     }
 }
@@ -298,96 +293,105 @@ impl<E: Elem> Values<'_, E> {
     }
 }
 
-/// Scores of whole tiles of `T` key blocks from block `b` on, for the `QH` heads of
-/// `q (QH, hd)` into `w (QH, n_pos)`; returns the next block. It also prefetches the
-/// value rows of the tile's positions below [`VALUE_PREFETCH`], which the value pass
-/// reads before its own prefetches reach that far ahead: in a short context they were
-/// each a cache miss.
+/// Scores of every position for the `QH` heads of `q (QH, hd)` into `w (QH, n_pos)`,
+/// key block by key block (each read from memory once for all the heads). It also
+/// prefetches the value rows below [`VALUE_PREFETCH`], which the value pass reads before
+/// its own prefetches reach that far ahead: in a short context they were each a cache
+/// miss.
 #[inline(always)]
-fn scores_tiles<'k, V: Simd, E: Elem + 'k, const QH: usize, const T: usize>(
+fn scores<'k, V: Simd, E: Elem + 'k, const QH: usize>(
     v: V,
     q: &[f32],
     keys: &Keys<'_, impl Fn(usize) -> &'k [E]>,
     values: &Values<'_, E>,
-    mut b: usize,
-    w: &mut [f32],
-) -> usize {
-    while b + T <= keys.n_blocks {
-        for p in b * K_BLOCK..((b + T) * K_BLOCK).min(VALUE_PREFETCH) {
-            values.prefetch(v, p, values.first, values.hd);
-        }
-        // (No `array::from_fn` here: it is not always inlined.)
-        let mut kbs = [(keys.block)(b); T];
-        for (t, kb) in kbs.iter_mut().enumerate().skip(1) {
-            *kb = (keys.block)(b + t);
-        }
-        // The blocks of the next tile, which the hardware prefetchers do not see coming
-        // (a KV head's blocks are strided).
-        for t in 0..T {
-            if b + T + t < keys.n_blocks {
-                let next = (keys.block)(b + T + t);
-                for line in (0..size_of_val(next)).step_by(64) {
-                    v.prefetch(next.as_ptr().cast::<u8>().wrapping_add(line));
-                }
-            }
-        }
-        scores_tile::<V, E, QH, T>(v, keys.hd, q, kbs, b, keys.scale, w);
-        b += T;
-    }
-    b
-}
-
-/// Scores of the positions of key blocks `b0..b0 + T` (`keys`, each `(HD, K_BLOCK)`;
-/// the positions below `n_pos = w.len() / QH`) for each head `h` of `q (QH, hd)`:
-/// `w[h][p] = (sum_d q[h][d] * k[p][d]) * scale`, summed over `d` in order from -0.0 (as
-/// `Iterator::sum` does), each product fused with its addition. Each key vector is loaded once for
-/// the `QH` heads; `QH * T * K_BLOCK / LANES` additions are in flight.
-#[inline(always)]
-fn scores_tile<V: Simd, E: Elem, const QH: usize, const T: usize>(
-    v: V,
-    hd: usize,
-    q: &[f32],
-    keys: [&[E]; T],
-    b0: usize,
-    scale: f32,
     w: &mut [f32],
 ) {
-    let l = V::LANES;
-    let n_vecs = K_BLOCK / l;
+    let (l, hd) = (V::LANES, keys.hd);
     let n_pos = w.len() / QH;
-    let mut acc = [[[v.splat(-0.0); MAX_LANES]; T]; QH];
-    for d in 0..hd {
-        let mut qv = [v.zero(); QH];
-        for (h, qv) in qv.iter_mut().enumerate() {
-            *qv = v.splat(q[h * hd + d]);
+    let per_block = K_BLOCK / l;
+    for p in 0..n_pos.min(VALUE_PREFETCH) {
+        values.prefetch(v, p, values.first, hd);
+    }
+    let sv = v.splat(keys.scale);
+    for b in 0..keys.n_blocks {
+        let kb = (keys.block)(b);
+        // The next block, which the hardware prefetchers do not see coming (a KV head's
+        // blocks are strided).
+        if b + 1 < keys.n_blocks {
+            let next = (keys.block)(b + 1);
+            for line in (0..size_of_val(next)).step_by(64) {
+                v.prefetch(next.as_ptr().cast::<u8>().wrapping_add(line));
+            }
         }
-        for (t, kb) in keys.iter().enumerate() {
+        // Two vectors of positions at a time where the block has them (AVX2's block;
+        // AVX-512's is one vector, NEON's four).
+        let mut j = 0;
+        while j < per_block && b * K_BLOCK + j * l < n_pos {
+            let two = j + 2 <= per_block;
+            let r: [[V::F32; 2]; QH] = if two {
+                score_vectors::<V, E, QH, 2>(v, q, hd, kb, j)
+            } else {
+                score_vectors::<V, E, QH, 1>(v, q, hd, kb, j).map(|[r]| [r, r])
+            };
+            let n = if two { 2 } else { 1 };
+            for (r, w) in r.iter().zip(w.chunks_exact_mut(n_pos)) {
+                for (i, r) in r.iter().enumerate().take(n) {
+                    let p = b * K_BLOCK + (j + i) * l;
+                    if p >= n_pos {
+                        break;
+                    }
+                    let r = v.mul(*r, sv);
+                    if p + l <= n_pos {
+                        v.store(&mut w[p..], r);
+                    } else {
+                        v.store_partial(&mut w[p..], r);
+                    }
+                }
+            }
+            j += n;
+        }
+    }
+}
+
+/// The dot products of each head of `q (QH, hd)` with the keys in vectors `j0..j0 + N`
+/// of the key block `kb (hd, K_BLOCK)`: dim `d` adds to lane `d % 16` (a chain of fused
+/// multiply-adds from +0 per lane), the lanes reduced by the 16-lane tree. Each key
+/// vector is loaded (and widened from f16) once for all the heads.
+#[inline(always)]
+#[expect(
+    clippy::needless_range_loop,
+    reason = "a lane indexes the inner array of every head's sums"
+)]
+fn score_vectors<V: Simd, E: Elem, const QH: usize, const N: usize>(
+    v: V,
+    q: &[f32],
+    hd: usize,
+    kb: &[E],
+    j0: usize,
+) -> [[V::F32; N]; QH] {
+    let l = V::LANES;
+    // lanes[h][i]: head h's sums of lane i.
+    let mut lanes = [[[v.zero(); N]; LANES16]; QH];
+    for lane in 0..LANES16 {
+        let mut acc = [[v.zero(); N]; QH];
+        for d in (lane..hd).step_by(LANES16) {
             let kd = &kb[d * K_BLOCK..][..K_BLOCK];
-            for j in 0..n_vecs {
-                let kv = E::load(v, &kd[j * l..]);
-                for (a, &qv) in acc.iter_mut().zip(&qv) {
-                    a[t][j] = v.fused_mul_add(qv, kv, a[t][j]);
+            for j in 0..N {
+                let kv = E::load(v, &kd[(j0 + j) * l..]);
+                for (h, a) in acc.iter_mut().enumerate() {
+                    a[j] = v.fused_mul_add(v.splat(q[h * hd + d]), kv, a[j]);
                 }
             }
         }
-    }
-    let sv = v.splat(scale);
-    for (a, w) in acc.iter().zip(w.chunks_exact_mut(n_pos)) {
-        for (t, a) in a.iter().enumerate() {
-            for (j, a) in a.iter().enumerate().take(n_vecs) {
-                let p = (b0 + t) * K_BLOCK + j * l;
-                if p >= n_pos {
-                    break;
-                }
-                let r = v.mul(*a, sv);
-                if p + l <= n_pos {
-                    v.store(&mut w[p..], r);
-                } else {
-                    v.store_partial(&mut w[p..], r);
-                }
-            }
+        for (h, acc) in acc.iter().enumerate() {
+            lanes[h][lane] = *acc;
         }
     }
+    let mut r = [[v.zero(); N]; QH];
+    for (r, lanes) in r.iter_mut().zip(&lanes) {
+        *r = tree16::<V, N>(v, lanes);
+    }
+    r
 }
 
 /// `x[i] = e^(x[i] - m)` by ggml's vector exp ([`Simd::exp_ggml`], the same operations

@@ -1,12 +1,11 @@
 //! Activation quantization (f32 -> Q8_K, Q8_0, Q8_1) and RMSNorm fused with it.
 //!
-//! Both quantizers are written once over the vocabulary and agree with the reference
+//! The quantizers are written once over the vocabulary and agree with the reference
 //! quantizers in [`crate::quant`] **bit for bit**: the scale is the same f32 expression,
-//! each `x * iscale` is one IEEE product, and the rounding is the reference's (Q8_K:
-//! ties to even, the vocabulary's `round`; Q8_0: ties away from zero, done per element
-//! in scalar code since the vocabulary has no such rounding; Q8_1's AVX2 body rounds
-//! ties away from zero in vectors, see [`avx2_q8_1`]). Only NaN or infinite inputs may
-//! give different quants.
+//! each `x * iscale` is one IEEE product, and the rounding is the reference's, ties to
+//! even (the vocabulary's `round`). Q8_0 and Q8_1 are ggml's x86 activation quantizers
+//! ([`crate::quant::quantize_activations_q8_0`]), so the integer dots see the quants
+//! llama.cpp's do. Only NaN or infinite inputs may give different quants.
 
 use woolly_kernels_macros::kernel;
 
@@ -94,11 +93,11 @@ pub fn quantize_q8k<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8K]) {
     }
 }
 
-/// f32 -> Q8_0 activations, bit-identical to `quant::quantize_row_q8_0`.
+/// f32 -> Q8_0 activations, bit-identical to `quant::quantize_activations_q8_0`.
 /// shapes: x: (n_blocks * 32,); out: (n_blocks,)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    reference = crate::quant::quantize_row_q8_0,
+    reference = crate::quant::quantize_activations_q8_0,
     tolerance = exact(),
     test(
         x = { let n = rng.range(1, 40); let mut x = rng.f32s(n * 32); if rng.range(0, 4) == 0 { x[..32].fill(0.0) } x },
@@ -115,29 +114,30 @@ pub fn quantize_q8_0<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_0]) {
     );
     let l = V::LANES;
     for (xb, ob) in x.chunks_exact(QK).zip(out) {
-        let d = amax(v, xb) / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let m = amax(v, xb);
+        let d = m / 127.0;
+        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
         let s = v.splat(id);
         let mut y = [0.0f32; QK];
         let mut i = 0;
         while i + l <= QK {
-            v.store(&mut y[i..], v.mul(v.load(&xb[i..]), s));
+            v.store(&mut y[i..], v.round(v.mul(v.load(&xb[i..]), s)));
             i += l;
         }
         for (q, &y) in ob.qs.iter_mut().zip(&y) {
-            // `f32::round` is C's roundf (ties away from zero); `as` saturates.
-            *q = y.round() as i8;
+            // Whole already; `as` saturates.
+            *q = y as i8;
         }
         ob.d = half::f16::from_f32(d);
     }
 }
 
 /// f32 -> Q8_1 activations (the partner of Q4_1 and Q5_1 weights), bit-identical to
-/// `quant::quantize_row_q8_1`: Q8_0's quants plus `s = d * sum(q)`.
+/// `quant::quantize_activations_q8_1`: Q8_0's quants plus `s = d * sum(q)`.
 /// shapes: x: (n_blocks * 32,); out: (n_blocks,)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
-    reference = crate::quant::quantize_row_q8_1,
+    reference = crate::quant::quantize_activations_q8_1,
     tolerance = exact(),
     override(avx2 = avx2_q8_1::quantize_q8_1, avx512 = avx2_q8_1::quantize_q8_1_avx512),
     test(
@@ -155,19 +155,20 @@ pub fn quantize_q8_1<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_1]) {
     );
     let l = V::LANES;
     for (xb, ob) in x.chunks_exact(QK).zip(out) {
-        let d = amax(v, xb) / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let m = amax(v, xb);
+        let d = m / 127.0;
+        let id = if m != 0.0 { 127.0 / m } else { 0.0 };
         let s = v.splat(id);
         let mut y = [0.0f32; QK];
         let mut i = 0;
         while i + l <= QK {
-            v.store(&mut y[i..], v.mul(v.load(&xb[i..]), s));
+            v.store(&mut y[i..], v.round(v.mul(v.load(&xb[i..]), s)));
             i += l;
         }
         let mut sum = 0i32;
         for (q, &y) in ob.qs.iter_mut().zip(&y) {
-            // `f32::round` is C's roundf (ties away from zero); `as` saturates.
-            *q = y.round() as i8;
+            // Whole already; `as` saturates.
+            *q = y as i8;
             sum += i32::from(*q);
         }
         ob.d = half::f16::from_f32(d);
@@ -183,20 +184,8 @@ pub mod avx2_q8_1 {
     use crate::isa::{Avx2Token, Avx512Token};
     use crate::quant::{BlockQ8_1, QK};
 
-    /// C's `roundf` on 8 lanes: `t = trunc(y)`, plus `copysign(1, y)` where
-    /// `|y - t| >= 0.5` (`y - t` is exact, and so is `t +- 1` below 2^24).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[inline]
-    fn round_away(y: __m256) -> __m256 {
-        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
-        let sign = _mm256_set1_ps(-0.0);
-        let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
-        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(frac, _mm256_set1_ps(0.5));
-        let one = _mm256_or_ps(_mm256_and_ps(y, sign), _mm256_set1_ps(1.0));
-        _mm256_add_ps(t, _mm256_and_ps(up, one))
-    }
-
-    /// f32 -> Q8_1, bit-identical to `quant::quantize_row_q8_1` for finite inputs.
+    /// f32 -> Q8_1, bit-identical to `quant::quantize_activations_q8_1` for finite
+    /// inputs (the body of ggml's x86 `quantize_row_q8_1`).
     ///
     /// # Safety
     /// Safe to call from code compiled with the same features; elsewhere the caller
@@ -215,10 +204,14 @@ pub mod avx2_q8_1 {
             let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
-            let d = _mm_cvtss_f32(m) / 127.0;
-            let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-            let q: [__m256i; 4] =
-                std::array::from_fn(|k| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[k], id))));
+            let m = _mm_cvtss_f32(m);
+            let d = m / 127.0;
+            let id = _mm256_set1_ps(if m != 0.0 { 127.0 / m } else { 0.0 });
+            let q: [__m256i; 4] = std::array::from_fn(|k| {
+                let y = _mm256_mul_ps(v[k], id);
+                let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+                _mm256_cvttps_epi32(y)
+            });
             let total =
                 _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             let s = _mm_add_epi32(

@@ -334,6 +334,51 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
     }
 }
 
+/// The quants of one block of activations as ggml's x86 `quantize_row_q8_0` and
+/// `quantize_row_q8_1` compute them (the quantizers llama.cpp's x86 builds run on
+/// activations, unlike the `_ref` ones above): `d = amax / 127`, each `x * (127 / amax)`
+/// rounded half to even.
+fn quantize_q8_activations(x: &[f32]) -> (f32, [i8; QK]) {
+    let amax = x
+        .iter()
+        .fold(0.0f32, |a, v| if a > v.abs() { a } else { v.abs() });
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (
+        d,
+        std::array::from_fn(|j| (x[j] * id).round_ties_even() as i8),
+    )
+}
+
+/// Quantizes activations to Q8_0 as ggml's x86 `quantize_row_q8_0` does (see
+/// [`quantize_q8_activations`]), the activation side of every dot product with Q8_0,
+/// Q4_0 or Q5_0 weights. Weights are quantized by [`quantize_row_q8_0`].
+///
+/// # Panics
+/// If `src.len() != 32 * dst.len()`.
+pub fn quantize_activations_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
+    for (x, y) in input_chunks(GgmlType::Q8_0, src, dst.len()).zip(dst) {
+        let (d, qs) = quantize_q8_activations(x);
+        y.d = f16::from_f32(d);
+        y.qs = qs;
+    }
+}
+
+/// Quantizes activations to Q8_1 as ggml's x86 `quantize_row_q8_1` does: as
+/// [`quantize_activations_q8_0`], plus `s = d * sum(q)`.
+///
+/// # Panics
+/// If `src.len() != 32 * dst.len()`.
+pub fn quantize_activations_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
+    for (x, y) in input_chunks(GgmlType::Q8_1, src, dst.len()).zip(dst) {
+        let (d, qs) = quantize_q8_activations(x);
+        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
+        y.d = f16::from_f32(d);
+        y.s = f16::from_f32(d * sum as f32);
+        y.qs = qs;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,8 +36,9 @@ pub use kquants::{
 };
 pub use legacy::{
     dequantize_row_q4_0, dequantize_row_q4_1, dequantize_row_q5_0, dequantize_row_q5_1,
-    dequantize_row_q8_0, dequantize_row_q8_1, quantize_row_q4_0, quantize_row_q4_1,
-    quantize_row_q5_0, quantize_row_q5_1, quantize_row_q8_0, quantize_row_q8_1,
+    dequantize_row_q8_0, dequantize_row_q8_1, quantize_activations_q8_0, quantize_activations_q8_1,
+    quantize_row_q4_0, quantize_row_q4_1, quantize_row_q5_0, quantize_row_q5_1, quantize_row_q8_0,
+    quantize_row_q8_1,
 };
 pub use search::get_scale_min_k4;
 

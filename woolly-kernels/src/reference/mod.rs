@@ -129,11 +129,13 @@ pub fn rope(
 /// `k[((p / K_BLOCK * n_kv_head + kv_head) * head_dim + d) * K_BLOCK + p % K_BLOCK]`.
 ///
 /// Unlike the other references this one fixes the f32 arithmetic rather than computing
-/// in f64, because the kernels must match it bit for bit (the conformance figures move
-/// with single ulps, `ops/attention.rs`): each product fused with its addition
-/// (`mul_add`), dot products and weighted sums in order, ggml's vector exp
-/// ([`crate::simd::Simd::exp_ggml`]), the softmax sum in f64. A test
-/// below holds it to the f64 formula.
+/// in f64, because the kernels must match it bit for bit, and it is llama.cpp's: the
+/// order of ggml's non-flash attention on x86 (its f16/f32 matrix products by tinyBLAS
+/// with one 16-lane FMA accumulator, see `ops/attention.rs`). Scores and weighted sums
+/// of values each sum in 16 lanes (a score's lane `d % 16`, a weighted sum's lane
+/// `p % 16`, each a chain of `mul_add` from +0 in order) reduced by [`reduce16`]; the
+/// softmax takes ggml's vector exp ([`crate::simd::Simd::exp_ggml`]) and sums each 16
+/// positions by [`reduce16`] into an f64. A test below holds it to the f64 formula.
 /// shapes: q, out: (n_q, head_dim); k: (ceil(n_pos / K_BLOCK), n_kv_head, head_dim,
 /// K_BLOCK); v: (n_pos, n_kv_head, head_dim); scores: (n_q, n_pos)
 #[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
@@ -200,15 +202,22 @@ fn attend(
         // w: (n_pos,) scores, then weights.
         let w = &mut scores[j * n_pos..][..n_pos];
         for (p, s) in w.iter_mut().enumerate() {
-            let dot = (0..head_dim).fold(-0.0f32, |acc, d| q[d].mul_add(key(p, d), acc));
-            *s = dot * scale;
+            let mut lanes = [0f32; 16];
+            for d in 0..head_dim {
+                lanes[d % 16] = q[d].mul_add(key(p, d), lanes[d % 16]);
+            }
+            *s = reduce16(lanes) * scale;
         }
         let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f64;
         for s in w.iter_mut() {
             // The kernels' vector exp, one lane (the same operations on every ISA).
             *s = crate::simd::Simd::exp_ggml(crate::isa::ScalarToken::new(), *s - max);
-            sum += f64::from(*s);
+        }
+        let mut sum = 0f64;
+        for c in w.chunks(16) {
+            let mut lanes = [0f32; 16];
+            lanes[..c.len()].copy_from_slice(c);
+            sum += f64::from(reduce16(lanes));
         }
         let inv = (1.0 / sum) as f32;
         for s in w.iter_mut() {
@@ -218,11 +227,21 @@ fn attend(
             }
         }
         for d in 0..head_dim {
-            let mut acc = 0f32;
+            let mut lanes = [0f32; 16];
             for (p, &wp) in w.iter().enumerate() {
-                acc = wp.mul_add(value(p, d), acc);
+                lanes[p % 16] = wp.mul_add(value(p, d), lanes[p % 16]);
             }
-            out[j * head_dim + d] = acc;
+            out[j * head_dim + d] = reduce16(lanes);
         }
     }
+}
+
+/// The sum of 16 values in the tree of GCC's `_mm512_reduce_add_ps` (ggml's 16-lane
+/// reductions): halves added lane-wise twice, `t[i] = (v[i] + v[i + 8]) + (v[i + 4] +
+/// v[i + 12])`, then `(t[0] + t[2]) + (t[1] + t[3])`.
+#[inline(always)]
+pub fn reduce16(v: [f32; 16]) -> f32 {
+    let t8: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    let t4: [f32; 4] = std::array::from_fn(|i| t8[i] + t8[i + 4]);
+    (t4[0] + t4[2]) + (t4[1] + t4[3])
 }

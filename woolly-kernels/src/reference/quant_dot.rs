@@ -1,29 +1,66 @@
 //! References for the quantized dot products: weights in a ggml block format against
 //! 8-bit activations (Q8_K for the k-quants, Q8_0 or Q8_1 for the legacy formats).
 //!
-//! Each block's dot product is split into **exact integer sums** (`isum`, and for formats
-//! with an offset `imin`) and **one f32 combination** per block, accumulated over blocks
-//! in order. Every ISA variant computes the same integers (they are exact whatever the
-//! summation order) and then calls the same `combine_*` function below in the same block
-//! order, so variants agree with these references **bit for bit**: the tests use
-//! `exact()`. (ggml's own variants differ from each other by f32 rounding because each
-//! keeps its float accumulators in a different shape; Woolly fixes the shape here so
-//! results do not depend on the ISA, the thread count or the batch, see DECISIONS.md.)
+//! Each block's dot product is split into **exact integer sums** and f32 operations in a
+//! fixed order. Every ISA variant computes the same integers (they are exact whatever the
+//! summation order) and then the same f32 operations in the same order, so variants agree
+//! with these references **bit for bit**: the tests use `exact()`. (ggml's own variants
+//! differ from each other by f32 rounding because each keeps its float accumulators in a
+//! different shape; Woolly fixes the shape here so results do not depend on the ISA, the
+//! thread count or the batch, see DECISIONS.md.)
+//!
+//! The shapes:
+//! - **Q4_1 and Q8_0 follow ggml's x86 (AVX2) order**: eight f32 accumulators, lane `k`
+//!   taking, per block in order, one fused multiply-add of `dw * dx` by the exact sum of
+//!   the four products of weights `4k..4k + 4`; then `hsum_float_8`, and for Q4_1 plus a
+//!   separately fused sum of the blocks' `m * s`. That is what llama.cpp computes on x86
+//!   (`ggml_vec_dot_q4_1_q8_1`, `ggml_vec_dot_q8_0_q8_0`), so Woolly's default forward
+//!   pass reproduces llama.cpp's logits bit for bit on models with these weights
+//!   (SmolLM2: Q4_1 and Q8_0), not only in the scalar ggml-exact mode. The order is
+//!   [`fma_blocks`] and [`hsum8`].
+//! - **Q4_K and Q6_K follow ggml's x86 orders too**, so that llama.cpp's logits are
+//!   reproduced bit for bit on k-quant models (Q4_K_M: Q4_K and Q6_K) as well. Q4_K takes
+//!   the order of ggml's repacked `q4_K_8x8` kernels ([`fma_q4k`]): two accumulators, per
+//!   block and per pair of 32-weight groups in order, one fused multiply-add of the
+//!   pair's exact scaled sum by `d * d8` and one of its exact min sum by `dmin * d8`;
+//!   the result is their difference. ggml takes it for groups of four tokens (its gemm);
+//!   Woolly takes it for every batch, single tokens included, so that a token's result
+//!   does not depend on the batch it is in. Q6_K takes the order of ggml's tiled
+//!   mul_mat ([`fma_q6k`]): per block, the exact integer sum times `d` rounded, then
+//!   fused into the running sum by `d8`.
+//! - The other formats combine each block's integers once (`combine_*`, one rounded f32
+//!   value per block) and add those to a running sum in block order.
 //!
 //! Ported from ggml's `ggml_vec_dot_*_generic` (ggml-cpu/arch-fallback + quants.c,
-//! llama.cpp commit b5b8a0a), reorganized around the exact integer sums.
+//! llama.cpp commit b5b8a0a) and, for the x86 order, its AVX2 paths
+//! (ggml-cpu/arch/x86/quants.c), reorganized around the exact integer sums.
 
 use crate::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
     QK, QK_K, get_scale_min_k4,
 };
 
-/// Combines a Q4_K x Q8_K block: `d8 * (d * isum - dmin * imin)`, rounded as written.
+/// ggml's float accumulation of one Q4_K x Q8_K block (see the module docs): for each
+/// pair `p` of 32-weight groups `(2p, 2p + 1)` in order, `acc = fma(isum[p], d * d8,
+/// acc)` and `accmin = fma(imin[p], dmin * d8, accmin)`, each scale product rounded once
+/// and each multiply-add fused. `isum[p]` and `imin[p]` are the pair's exact sums
+/// (`sc * dot` and `m * bsum32` of [`q4k_group_sums`], added over the two groups); the
+/// dot product is `acc - accmin` after the last block.
 #[inline(always)]
-pub fn combine_q4k(w: &BlockQ4K, x: &BlockQ8K, isum: i32, imin: i32) -> f32 {
-    let d = x.d * w.d.to_f32();
-    let dmin = x.d * w.dmin.to_f32();
-    d * isum as f32 - dmin * imin as f32
+pub fn fma_q4k(
+    w: &BlockQ4K,
+    x: &BlockQ8K,
+    isum: [i32; 4],
+    imin: [i32; 4],
+    acc: &mut f32,
+    accmin: &mut f32,
+) {
+    let d = w.d.to_f32() * x.d;
+    let dmin = w.dmin.to_f32() * x.d;
+    for (is, im) in isum.into_iter().zip(imin) {
+        *acc = (is as f32).mul_add(d, *acc);
+        *accmin = (im as f32).mul_add(dmin, *accmin);
+    }
 }
 
 /// The exact integer sums of group `g` (32 weights) of a Q4_K x Q8_K block:
@@ -47,26 +84,28 @@ pub fn q4k_group_sums(w: &BlockQ4K, x: &BlockQ8K, g: usize) -> (i32, i32) {
 /// Q4_K weights . Q8_K activations.            shapes: w, x: (n_blocks,) of 256 weights
 ///
 /// Weight `i` of group `g` (32 weights) is `d * sc[g] * q[i] - dmin * m[g]`, so
-/// `sum w x = d8 * (d * sum_g sc[g] * sum_i q[i] q8[i] - dmin * sum_g m[g] * sum_i q8[i])`.
+/// `sum w x = d8 * (d * sum_g sc[g] * sum_i q[i] q8[i] - dmin * sum_g m[g] * sum_i q8[i])`,
+/// accumulated in ggml's order ([`fma_q4k`]).
 pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
+    let (mut acc, mut accmin) = (0.0f32, 0.0f32);
     for (w, x) in w.iter().zip(x) {
-        let (mut isum, mut imin) = (0i32, 0i32);
+        let (mut isum, mut imin) = ([0i32; 4], [0i32; 4]);
         for g in 0..QK_K / 32 {
             let (gsum, gmin) = q4k_group_sums(w, x, g);
-            isum += gsum;
-            imin += gmin;
+            isum[g / 2] += gsum;
+            imin[g / 2] += gmin;
         }
-        sum += combine_q4k(w, x, isum, imin);
+        fma_q4k(w, x, isum, imin, &mut acc, &mut accmin);
     }
-    sum
+    acc - accmin
 }
 
-/// Combines a Q6_K x Q8_K block: `(d8 * d) * isum`.
+/// ggml's float accumulation of one Q6_K x Q8_K block (see the module docs):
+/// `fma(isum * d, d8, acc)`, the product `isum * d` rounded once, then fused.
 #[inline(always)]
-pub fn combine_q6k(w: &BlockQ6K, x: &BlockQ8K, isum: i32) -> f32 {
-    (x.d * w.d.to_f32()) * isum as f32
+pub fn fma_q6k(w: &BlockQ6K, x: &BlockQ8K, isum: i32, acc: f32) -> f32 {
+    (isum as f32 * w.d.to_f32()).mul_add(x.d, acc)
 }
 
 /// The 6-bit quant (0..64) of weight `i` of a Q6_K block.
@@ -82,7 +121,8 @@ pub fn q6k_quant(w: &BlockQ6K, i: usize) -> u8 {
 
 /// Q6_K weights . Q8_K activations.            shapes: w, x: (n_blocks,) of 256 weights
 ///
-/// Weight `i` of group `g` (16 weights) is `d * sc[g] * (q[i] - 32)`.
+/// Weight `i` of group `g` (16 weights) is `d * sc[g] * (q[i] - 32)`; blocks accumulated
+/// in ggml's order ([`fma_q6k`]).
 pub fn vec_dot_q6k_q8k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let mut sum = 0.0f32;
@@ -95,7 +135,7 @@ pub fn vec_dot_q6k_q8k(w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
             }
             isum += i32::from(w.scales[g]) * dot;
         }
-        sum += combine_q6k(w, x, isum);
+        sum = fma_q6k(w, x, isum, sum);
     }
     sum
 }
@@ -129,19 +169,45 @@ fn idot_legacy(qs: &[u8; QK / 2], qh: u32, offset: i32, q8: &[i8; QK]) -> i32 {
     sum
 }
 
+/// ggml's `hsum_float_8`: `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+#[inline(always)]
+pub fn hsum8(a: [f32; 8]) -> f32 {
+    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// ggml's x86 accumulation of a legacy dot product: for each block in order, with
+/// `(d, p) = block(i)`, `acc[k] = fma(d, p[k], acc[k])` (one rounding), `p[k]` being the
+/// block's exact sum of the four products of weights `4k..4k + 4`; returns the eight
+/// accumulators, which the caller reduces with [`hsum8`]. `d` is the product `dw * dx`
+/// rounded once, as ggml multiplies the two scales before the FMA.
+#[inline(always)]
+pub fn fma_blocks(n: usize, mut block: impl FnMut(usize) -> (f32, [i32; 8])) -> [f32; 8] {
+    let mut acc = [0.0f32; 8];
+    for i in 0..n {
+        let (d, p) = block(i);
+        for (a, p) in acc.iter_mut().zip(p) {
+            // Exact: |p| <= 4 * 128 * 128 = 2^16 < 2^24.
+            *a = d.mul_add(p as f32, *a);
+        }
+    }
+    acc
+}
+
 /// Q8_0 weights . Q8_0 activations.            shapes: w, x: (n_blocks,) of 32 weights
+///
+/// In ggml's x86 order (see the module docs): `hsum8` of the eight fused accumulators.
 pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        let isum: i32 =
-            w.qs.iter()
-                .zip(&x.qs)
-                .map(|(&a, &b)| i32::from(a) * i32::from(b))
-                .sum();
-        sum += combine_q8_0(w.d, x, isum);
-    }
-    sum
+    hsum8(fma_blocks(w.len(), |i| {
+        let (w, x) = (&w[i], &x[i]);
+        let p = std::array::from_fn(|k| {
+            (4 * k..4 * k + 4)
+                .map(|j| i32::from(w.qs[j]) * i32::from(x.qs[j]))
+                .sum()
+        });
+        (w.d.to_f32() * x.d.to_f32(), p)
+    }))
 }
 
 /// Q4_0 weights (`d * (q - 8)`) . Q8_0 activations.   shapes: w, x: (n_blocks,)
@@ -166,13 +232,32 @@ pub fn vec_dot_q5_0_q8_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
 }
 
 /// Q4_1 weights (`d * q + m`) . Q8_1 activations.     shapes: w, x: (n_blocks,)
+///
+/// In ggml's x86 order (see the module docs): `hsum8` of the eight fused accumulators
+/// (weight `j < 16` is the low nibble of `qs[j]`, weight `j >= 16` the high nibble of
+/// `qs[j - 16]`), plus `summs`, the blocks' `m * s` fused into one running sum in block
+/// order (GCC contracts ggml's `summs += m * s` to an FMA).
 pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        sum += combine_q8_1(w.d, w.m, x, idot_legacy(&w.qs, 0, 0, &x.qs));
-    }
-    sum
+    let mut summs = 0.0f32;
+    let acc = fma_blocks(w.len(), |i| {
+        let (w, x) = (&w[i], &x[i]);
+        summs = w.m.to_f32().mul_add(x.s.to_f32(), summs);
+        let p = std::array::from_fn(|k| {
+            (4 * k..4 * k + 4)
+                .map(|j| {
+                    let q = if j < 16 {
+                        w.qs[j] & 0xF
+                    } else {
+                        w.qs[j - 16] >> 4
+                    };
+                    i32::from(q) * i32::from(x.qs[j])
+                })
+                .sum()
+        });
+        (w.d.to_f32() * x.d.to_f32(), p)
+    });
+    hsum8(acc) + summs
 }
 
 /// Q5_1 weights (`d * q + m`) . Q8_1 activations.     shapes: w, x: (n_blocks,)

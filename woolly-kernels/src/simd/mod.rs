@@ -204,10 +204,13 @@ pub trait Simd: Token {
         self.mul_pow2(j, n)
     }
 
-    /// Lane-wise `x * sigmoid(x) = x / (1 + e^-x)`.
+    /// Lane-wise `x * sigmoid(x) = x / (1 + e^-x)`, as ggml's `ggml_v_silu` computes it
+    /// (with [`Simd::exp_ggml`]), so that the feed-forward rounds as llama.cpp's does.
+    /// Below -88.7, where ggml's exp overflows to infinity and its SiLU gives -0, this
+    /// gives a negative number below 3e-37 in magnitude.
     #[inline(always)]
     fn silu(self, x: Self::F32) -> Self::F32 {
-        let e = self.exp(self.sub(self.zero(), x));
+        let e = self.exp_ggml(self.sub(self.zero(), x));
         self.div(x, self.add(self.splat(1.0), e))
     }
 }

@@ -3,8 +3,13 @@
 //! The integer schemes are ggml's AVX2 ones (`ggml-cpu/arch/x86/quants.c`,
 //! `ggml_vec_dot_q4_K_q8_K` etc.): `maddubs` multiplies unsigned weight quants by signed
 //! activation quants into exact 16-bit pair sums, `madd` by the group scales into 32-bit
-//! sums. Unlike ggml, each block's integer sum is reduced to a scalar and combined with the
-//! reference's `combine_*`, which makes the result bit-identical to the reference.
+//! sums. Q4_1 and Q8_0 keep ggml's float order too, as their references do: per block
+//! the eight exact sums of four products (one i32 lane each, straight out of
+//! `maddubs` + `madd`) are fused into eight f32 lanes by `dw * dx`, and
+//! [`hsum8_ps`] reduces them at the end. For the other formats each block's integer sum
+//! is reduced to a scalar (for Q4_K one per pair of groups) and goes through the
+//! reference's float combination (`combine_*`, or for Q4_K and Q6_K ggml's order,
+//! `fma_q4k` and `fma_q6k`). Either way the result is bit-identical to the reference.
 
 use std::arch::x86_64::*;
 
@@ -58,10 +63,11 @@ pub(crate) fn hsum_i32_128(s: __m128i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// `sum_g m[g] * (bsums[2g] + bsums[2g + 1])` of a Q4_K block against Q8_K.
+/// The min sums of a Q4_K block against Q8_K per pair of groups: lane `p` is
+/// `sum_{g in {2p, 2p + 1}} m[g] * (bsums[2g] + bsums[2g + 1])`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> i32 {
+pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> __m128i {
     let bsums = load32(&x.bsums);
     // Pairwise sums of the 16 bsums: the activation sum of each 32-weight group.
     let q8s = _mm_hadd_epi16(
@@ -69,7 +75,50 @@ pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> i32 {
         _mm256_extracti128_si256::<1>(bsums),
     );
     let m = _mm_cvtepu8_epi16(_mm_set_epi64x(0, i64::from_le_bytes(*mins)));
-    hsum_i32_128(_mm_madd_epi16(m, q8s))
+    // `madd` adds the products of groups 2p and 2p + 1 into lane p.
+    _mm_madd_epi16(m, q8s)
+}
+
+/// [`r::fma_q4k`] on vectors: one block's pair sums `isum` and `imin` (lane `p`: pair
+/// `p`) fused in pair order into `acc`, whose lane 0 is the reference's `acc` and lane 1
+/// its `accmin` (lanes 2 and 3 are scratch). The same roundings as the reference: the
+/// exact integers converted, the scale products rounded once (here, in scalar code), one
+/// fused multiply-add per pair and accumulator.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn fma_q4k_pairs(
+    w: &BlockQ4K,
+    x: &BlockQ8K,
+    isum: __m128i,
+    imin: __m128i,
+    acc: __m128,
+) -> __m128 {
+    let (d, dmin) = (w.d.to_f32() * x.d, w.dmin.to_f32() * x.d);
+    let dd = _mm_setr_ps(d, dmin, d, dmin);
+    let (is, im) = (_mm_cvtepi32_ps(isum), _mm_cvtepi32_ps(imin));
+    // [is0, im0, is1, im1] and [is2, im2, is3, im3]: pair p's two sums in lanes 0 and 1
+    // of `lo`, `movehl(lo)`, `hi`, `movehl(hi)` in turn.
+    let (lo, hi) = (_mm_unpacklo_ps(is, im), _mm_unpackhi_ps(is, im));
+    let acc = _mm_fmadd_ps(lo, dd, acc);
+    let acc = _mm_fmadd_ps(_mm_movehl_ps(lo, lo), dd, acc);
+    let acc = _mm_fmadd_ps(hi, dd, acc);
+    _mm_fmadd_ps(_mm_movehl_ps(hi, hi), dd, acc)
+}
+
+/// The Q4_K dot product from the accumulator of [`fma_q4k_pairs`]: `acc - accmin`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn q4k_result(acc: __m128) -> f32 {
+    _mm_cvtss_f32(_mm_sub_ss(acc, _mm_movehdup_ps(acc)))
+}
+
+/// The sums of four i32x8 vectors, as one vector (lane `k` = `hsum(p[k])`): two levels
+/// of `hadd`, then the two 128-bit halves added.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum4_i32(p: &[__m256i; 4]) -> __m128i {
+    let a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a))
 }
 
 /// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
@@ -82,14 +131,14 @@ pub fn vec_dot_q4k_q8k(_: Avx2Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let w_all = w;
     let m4 = _mm256_set1_epi8(0xF);
-    let mut sum = 0.0f32;
+    let mut acc = _mm_setzero_ps();
     for (i, (w, x)) in w.iter().zip(x).enumerate() {
         prefetch_ahead(&w_all[i..]);
         let (sc, mins) = scales_mins_k4(&w.scales);
         let imin = q4k_imin(&mins, x);
-        let mut acc = _mm256_setzero_si256();
-        for j in 0..4 {
-            // Chunk j: 32 bytes = groups 2j (low nibbles) and 2j + 1 (high nibbles).
+        // Chunk j: 32 bytes = groups 2j (low nibbles) and 2j + 1 (high nibbles), the
+        // j-th pair of groups that the float order sums on its own.
+        let pairs: [__m256i; 4] = std::array::from_fn(|j| {
             let q4 = load32(&w.qs[32 * j..]);
             let lo = _mm256_and_si256(q4, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), m4);
@@ -97,11 +146,11 @@ pub fn vec_dot_q4k_q8k(_: Avx2Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
             let ph = _mm256_maddubs_epi16(hi, load32(&x.qs[64 * j + 32..]));
             let pl = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j])), pl);
             let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j + 1])), ph);
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(pl, ph));
-        }
-        sum += r::combine_q4k(w, x, hsum_i32(acc), imin);
+            _mm256_add_epi32(pl, ph)
+        });
+        acc = fma_q4k_pairs(w, x, hsum4_i32(&pairs), imin, acc);
     }
-    sum
+    q4k_result(acc)
 }
 
 /// The 16-bit scale vector for Q6_K groups `g` (lanes 0..8) and `g + 1` (lanes 8..16).
@@ -163,13 +212,47 @@ pub fn vec_dot_q6k_q8k(_: Avx2Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
                 acc = _mm256_add_epi32(acc, p);
             }
         }
-        sum += r::combine_q6k(w, x, hsum_i32(acc));
+        sum = r::fma_q6k(w, x, hsum_i32(acc), sum);
     }
     sum
 }
 
-/// Q8_0 . Q8_0, bit-identical to [`r::vec_dot_q8_0_q8_0`] for weight quants in
-/// -127..=127 (see the module docs of `ops::qdot`).
+/// ggml's `hsum_float_8`, [`r::hsum8`] on the lanes of `v`: `((a0 + a4) + (a2 + a6)) +
+/// ((a1 + a5) + (a3 + a7))`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(crate) fn hsum8_ps(v: __m256) -> f32 {
+    // [a0 + a4, a1 + a5, a2 + a6, a3 + a7]
+    let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    // [r0 + r2, r1 + r3, ..]
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
+/// Up to eight f16 values `f(0..len)` as f32 lanes (exact), the lanes past `len` 0.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16x8_of(len: usize, f: impl Fn(usize) -> half::f16) -> __m256 {
+    f16x8(std::array::from_fn(|j| {
+        if j < len { f(j) } else { half::f16::ZERO }
+    }))
+}
+
+/// The eight f32 lanes of `v`.
+#[target_feature(enable = "avx")]
+#[inline]
+fn lanes(v: __m256) -> [f32; 8] {
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` is 32 bytes; storeu needs no alignment.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Q8_0 . Q8_0 in ggml's x86 order, bit-identical to [`r::vec_dot_q8_0_q8_0`] for
+/// weight quants in -127..=127 (see the module docs of `ops::qdot`): lane `k` of
+/// `madd(maddubs(|w|, sign(x, w)), 1)` is the exact sum of the products of bytes
+/// `4k..4k + 4`, fused into lane `k` of the accumulator. The scales are converted and
+/// multiplied eight blocks at a time (the same IEEE product per lane).
 ///
 /// # Safety
 /// Safe to call from code compiled with the same features; elsewhere the caller
@@ -178,15 +261,20 @@ pub fn vec_dot_q6k_q8k(_: Avx2Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
 pub fn vec_dot_q8_0_q8_0(_: Avx2Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
     assert_eq!(w.len(), x.len());
     let ones = _mm256_set1_epi16(1);
-    let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        let a = load32(&w.qs);
-        let b = load32(&x.qs);
-        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
-        let isum = hsum_i32(_mm256_madd_epi16(p, ones));
-        sum += r::combine_q8_0(w.d, x, isum);
+    let mut acc = _mm256_setzero_ps();
+    for (w8, x8) in w.chunks(8).zip(x.chunks(8)) {
+        let n = w8.len();
+        let d = _mm256_mul_ps(f16x8_of(n, |j| w8[j].d), f16x8_of(n, |j| x8[j].d));
+        let d = lanes(d);
+        for (j, (wb, xb)) in w8.iter().zip(x8).enumerate() {
+            let a = load32(&wb.qs);
+            let b = load32(&xb.qs);
+            let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a));
+            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d[j]), p, acc);
+        }
     }
-    sum
+    hsum8_ps(acc)
 }
 
 /// The 32 nibbles of a legacy block as bytes in weight order: lanes 0..16 the low
@@ -267,23 +355,6 @@ pub fn vec_dot_q5_0_q8_0(_: Avx2Token, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 
     sum
 }
 
-/// Q4_1 . Q8_1, bit-identical to [`r::vec_dot_q4_1_q8_1`].
-///
-/// # Safety
-/// Safe to call from code compiled with the same features; elsewhere the caller
-/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub fn vec_dot_q4_1_q8_1(_: Avx2Token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (i, (wb, xb)) in w.iter().zip(x).enumerate() {
-        prefetch_ahead(&w[i..]);
-        let isum = isum_u8_i8(nibbles32(&wb.qs), load32(&xb.qs), 0);
-        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
-    }
-    sum
-}
-
 /// Q5_1 . Q8_1, bit-identical to [`r::vec_dot_q5_1_q8_1`].
 ///
 /// # Safety
@@ -302,18 +373,6 @@ pub fn vec_dot_q5_1_q8_1(_: Avx2Token, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 
     sum
 }
 
-/// The eight block sums of eight i32x8 vectors, as one vector (lane `k` = `hsum(p[k])`):
-/// two levels of `hadd`, then the two 128-bit halves added.
-#[target_feature(enable = "avx2")]
-#[inline]
-pub(crate) fn hsum8_i32(p: &[__m256i; 8]) -> __m256i {
-    let a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    let b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-    let sa = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a));
-    let sb = _mm_add_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b));
-    _mm256_set_m128i(sb, sa)
-}
-
 /// Eight f16 values as f32 lanes (exact).
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
@@ -323,49 +382,37 @@ fn f16x8(v: [half::f16; 8]) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bits.as_ptr().cast()) })
 }
 
-/// Q4_1 . Q8_1, eight blocks at a time: bit-identical to [`r::vec_dot_q4_1_q8_1`].
-/// Each block's exact integer sum and its [`r::combine_q8_1`] value
-/// `(dw * dx) * isum + m * s` are computed for eight blocks in vectors (the same IEEE
-/// products and sum per lane, never fused), then added to the total one block at a time
-/// in block order, as the reference does.
+/// Q4_1 . Q8_1 in ggml's x86 order, bit-identical to [`r::vec_dot_q4_1_q8_1`]: lane `k`
+/// of `madd(maddubs(nibbles, q8), 1)` is the exact sum of the products of weights
+/// `4k..4k + 4` ([`nibbles32`] puts the weights in order), fused into lane `k` of the
+/// accumulator by `dw * dx`; the blocks' `m * s` are fused into one scalar in block
+/// order. The scales of eight blocks are converted (and `dw * dx` multiplied, the same
+/// IEEE product per lane) at a time.
 ///
 /// # Safety
 /// Safe to call from code compiled with the same features; elsewhere the caller
 /// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub fn vec_dot_q4_1_q8_1_x8(t: Avx2Token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+pub fn vec_dot_q4_1_q8_1_x8(_: Avx2Token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     assert_eq!(w.len(), x.len());
     let ones = _mm256_set1_epi16(1);
-    let mut sum = 0.0f32;
-    let mut wc = w.chunks_exact(8);
-    let mut xc = x.chunks_exact(8);
-    for (k, (w8, x8)) in (&mut wc).zip(&mut xc).enumerate() {
-        prefetch_ahead(&w[8 * k..]);
-        let p: [__m256i; 8] = std::array::from_fn(|j| {
-            let q = _mm256_maddubs_epi16(nibbles32(&w8[j].qs), load32(&x8[j].qs));
-            _mm256_madd_epi16(q, ones)
-        });
-        let isum = _mm256_cvtepi32_ps(hsum8_i32(&p));
-        let dw = f16x8(std::array::from_fn(|j| w8[j].d));
-        let m = f16x8(std::array::from_fn(|j| w8[j].m));
-        let dx = f16x8(std::array::from_fn(|j| x8[j].d));
-        let s = f16x8(std::array::from_fn(|j| x8[j].s));
-        let v = _mm256_add_ps(
-            _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum),
-            _mm256_mul_ps(m, s),
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (i, (w8, x8)) in w.chunks(8).zip(x.chunks(8)).enumerate() {
+        prefetch_ahead(&w[8 * i..]);
+        let n = w8.len();
+        let d = _mm256_mul_ps(f16x8_of(n, |j| w8[j].d), f16x8_of(n, |j| x8[j].d));
+        let (d, m, s) = (
+            lanes(d),
+            lanes(f16x8_of(n, |j| w8[j].m)),
+            lanes(f16x8_of(n, |j| x8[j].s)),
         );
-        let mut vals = [0.0f32; 8];
-        // SAFETY: `vals` is 32 bytes; storeu needs no alignment.
-        unsafe { _mm256_storeu_ps(vals.as_mut_ptr(), v) };
-        for v in vals {
-            sum += v;
+        for (j, (wb, xb)) in w8.iter().zip(x8).enumerate() {
+            summs = m[j].mul_add(s[j], summs);
+            let p = _mm256_maddubs_epi16(nibbles32(&wb.qs), load32(&xb.qs));
+            let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d[j]), p, acc);
         }
     }
-    // The tail (fewer than eight blocks), one block at a time; the running sum continues.
-    for (wb, xb) in wc.remainder().iter().zip(xc.remainder()) {
-        let isum = isum_u8_i8(nibbles32(&wb.qs), load32(&xb.qs), 0);
-        sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
-    }
-    let _ = t;
-    sum
+    hsum8_ps(acc) + summs
 }

@@ -1,10 +1,13 @@
 //! AVX-512 bodies of the quantized dot products (`override(avx512 = ...)`).
 //!
-//! Q8_0 uses VNNI's `vpdpbusd`. Q4_K and Q6_K run the AVX2 bodies (compiled here with
-//! AVX-512 enabled): the 512-bit Q4_K body below ([`vec_dot_q4k_q8k_512`], two 64-weight
-//! chunks per step) measured slower than the AVX2 one on the Xeon (in cache, 16 blocks:
-//! 218 ns vs 178 ns; streaming matvec 5.1 vs 6.0 GiB/s), so it is not selected; it stays,
-//! tested, as the starting point for a better 512-bit scheme.
+//! Q4_0, Q5_0 and Q5_1 use VNNI's `vpdpbusd`. Q4_1 and Q8_0 run the AVX2 bodies (compiled
+//! here with AVX-512 enabled) for their float order, ggml's x86 one: that way the code
+//! AVX-512 hosts run is the code the AVX2 tests check bit for bit, on any x86 host. Q4_K
+//! and Q6_K run the AVX2 bodies too: the 512-bit Q4_K body below
+//! ([`vec_dot_q4k_q8k_512`], two 64-weight chunks per step) measured slower than the AVX2
+//! one on the Xeon (in cache, 16 blocks: 218 ns vs 178 ns; streaming matvec 5.1 vs
+//! 6.0 GiB/s), so it is not selected; it stays, tested, as the starting point for a
+//! better 512-bit scheme.
 //! Bit-identical to the references for the same reasons as the AVX2 bodies.
 
 use std::arch::x86_64::*;
@@ -44,7 +47,7 @@ fn join(lo: __m256i, hi: __m256i) -> __m512i {
 pub fn vec_dot_q4k_q8k_512(_: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let m4 = _mm512_set1_epi8(0xF);
-    let mut sum = 0.0f32;
+    let mut acc = _mm_setzero_ps();
     let w_all = w;
     for (i, (w, x)) in w.iter().zip(x).enumerate() {
         prefetch_ahead(&w_all[i..]);
@@ -56,7 +59,9 @@ pub fn vec_dot_q4k_q8k_512(_: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f3
                 _mm256_set1_epi16(i16::from(b)),
             )
         };
-        let mut acc = _mm512_setzero_si512();
+        // Pair sums: lanes 0..8 of step j hold chunk 2j (groups 4j and 4j + 1, pair 2j),
+        // lanes 8..16 chunk 2j + 1 (pair 2j + 1).
+        let mut pairs = [_mm256_setzero_si256(); 4];
         for j in 0..2 {
             // Chunks 2j and 2j + 1: low nibbles are groups 4j and 4j + 2, high nibbles
             // groups 4j + 1 and 4j + 3.
@@ -70,11 +75,15 @@ pub fn vec_dot_q4k_q8k_512(_: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f3
             let ph = _mm512_maddubs_epi16(hi, q8h);
             let pl = _mm512_madd_epi16(scale(sc[4 * j], sc[4 * j + 2]), pl);
             let ph = _mm512_madd_epi16(scale(sc[4 * j + 1], sc[4 * j + 3]), ph);
-            acc = _mm512_add_epi32(acc, _mm512_add_epi32(pl, ph));
+            let p = _mm512_add_epi32(pl, ph);
+            pairs[2 * j] = _mm512_castsi512_si256(p);
+            pairs[2 * j + 1] = _mm512_extracti64x4_epi64::<1>(p);
         }
-        sum += r::combine_q4k(w, x, _mm512_reduce_add_epi32(acc), imin);
+        // The float steps of the AVX2 body (which the AVX2 tests check).
+        let isum = super::avx2::hsum4_i32(&pairs);
+        acc = super::avx2::fma_q4k_pairs(w, x, isum, imin, acc);
     }
-    sum
+    super::avx2::q4k_result(acc)
 }
 
 /// Q4_K . Q8_K: the AVX2 body, compiled with AVX-512 enabled.
@@ -97,27 +106,16 @@ pub fn vec_dot_q6k_q8k(t: Avx512Token, w: &[BlockQ6K], x: &[BlockQ8K]) -> f32 {
     super::avx2::vec_dot_q6k_q8k(t.avx2(), w, x)
 }
 
-/// Q8_0 . Q8_0 with VNNI (`vpdpbusd` on 256-bit vectors), bit-identical to
+/// Q8_0 . Q8_0: the AVX2 body ([`super::avx2::vec_dot_q8_0_q8_0`], ggml's x86 float
+/// order), compiled with AVX-512 enabled (see the module docs), bit-identical to
 /// [`r::vec_dot_q8_0_q8_0`] for weight quants in -127..=127.
 ///
 /// # Safety
 /// Safe to call from code compiled with the same features; elsewhere the caller
 /// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub fn vec_dot_q8_0_q8_0(_: Avx512Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let mut sum = 0.0f32;
-    for (w, x) in w.iter().zip(x) {
-        let a = load32(&w.qs);
-        let b = load32(&x.qs);
-        let p = _mm256_dpbusd_epi32(
-            _mm256_setzero_si256(),
-            _mm256_abs_epi8(a),
-            _mm256_sign_epi8(b, a),
-        );
-        sum += r::combine_q8_0(w.d, x, hsum_i32(p));
-    }
-    sum
+pub fn vec_dot_q8_0_q8_0(t: Avx512Token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
+    super::avx2::vec_dot_q8_0_q8_0(t.avx2(), w, x)
 }
 
 #[cfg(test)]
@@ -192,9 +190,10 @@ pub fn vec_dot_q5_0_q8_0(_: Avx512Token, w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f3
     sum
 }
 
-/// Q4_1 . Q8_1: the AVX2 eight-block body ([`super::avx2::vec_dot_q4_1_q8_1_x8`]),
-/// compiled with AVX-512 enabled. It measured faster than a per-block VNNI body (one
-/// thread, in cache, 1536 x 576: 87 us vs 123 us), whose per-block reduction dominates.
+/// Q4_1 . Q8_1: the AVX2 body ([`super::avx2::vec_dot_q4_1_q8_1_x8`], ggml's x86 float
+/// order), compiled with AVX-512 enabled, as for Q8_0. (Its former eight-block
+/// combination measured faster than a per-block VNNI body, one thread, in cache,
+/// 1536 x 576: 87 us vs 123 us.)
 ///
 /// # Safety
 /// Safe to call from code compiled with the same features; elsewhere the caller

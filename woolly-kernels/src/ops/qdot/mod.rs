@@ -2,8 +2,9 @@
 //!
 //! Pairs follow ggml's `vec_dot_type`: k-quants against Q8_K; Q4_0, Q5_0 and Q8_0 against
 //! Q8_0; Q4_1 and Q5_1 against Q8_1. Every variant computes each block's exact integer
-//! sums and combines them with the reference's `combine_*` function in block order, so
-//! it agrees with [`crate::reference::quant_dot`] **bit for bit** (`tolerance = exact()`;
+//! sums and combines them with the reference's f32 operations in the reference's order
+//! (`combine_*`, `fma_q4k`, `fma_q6k`...), so it agrees with
+//! [`crate::reference::quant_dot`] **bit for bit** (`tolerance = exact()`;
 //! see that module). The scalar variant compiles the portable body; AVX2, AVX-512, NEON
 //! and NEON + dotprod plug in hand-written bodies (`override(...)`) for Q4_K, Q6_K and
 //! every legacy format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). AVX-512 uses VNNI's `vpdpbusd` for

@@ -13,13 +13,20 @@
 //! shared.
 //!
 //! The group scales of Q4_K and Q6_K multiply the 32-bit group sums (`vmlaq_n_s32`), and
-//! one `vaddvq_s32` per block gives the integer the reference computes: integer addition
-//! is exact in any order while nothing wraps, and nothing does (Q4_K: a group's dot is at
+//! horizontal adds give the integers the reference computes (per block for Q6_K, per
+//! pair of groups for Q4_K, whose float order takes them apart): integer addition is
+//! exact in any order while nothing wraps, and nothing does (Q4_K: a group's dot is at
 //! most 32 * 15 * 128 = 61,440 in magnitude, times a scale <= 63, over 8 groups < 2^25;
 //! Q6_K: 16 * 32 * 128 = 65,536, times |scale| <= 128, over 16 groups = 2^27; legacy
 //! blocks: 32 * 128 * 128 = 2^19). Each block's integers then go through the reference's
-//! `combine_*` in block order, so the result is bit-identical to the reference. Unlike the
-//! x86 Q8_0 body, a weight byte of -128 is exact here too.
+//! float combination (`combine_*`, `fma_q4k`, `fma_q6k`) in block order, so the result
+//! is bit-identical to the reference. Unlike the x86 Q8_0 body, a weight byte of -128 is
+//! exact here too.
+//!
+//! Q4_1 and Q8_0 keep ggml's x86 float order, as their references do: eight f32
+//! accumulators (two vectors), accumulator `k` fused per block with the exact sum of the
+//! products of weights `4k..4k + 4` ([`dot4`], or `sdot` from zero), then
+//! [`hsum8_f32`] in `hsum_float_8`'s order.
 //!
 //! The bit layouts follow ggml's NEON code (`ggml-cpu/arch/arm/quants.c`,
 //! `ggml_vec_dot_q6_K_q8_K` etc.); the code is ours. No software prefetch: the blocks are
@@ -73,6 +80,29 @@ fn dot32(q: [int8x16_t; 2], q8: &[i8]) -> int32x4_t {
     dot16(acc, q[1], load_i8(&q8[16..]))
 }
 
+/// The products of `a` and `b` in groups of four: lane `k` is the exact sum of the
+/// products of bytes `4k..4k + 4` (what `sdot` gives from zero, and what ggml's x86 float
+/// order fuses into its accumulator `k`). 16-bit products, pairwise-widened, then pairs
+/// of pairs added: exact for any bytes.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn dot4(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    let hi = vmull_high_s8(a, b);
+    vpaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi))
+}
+
+/// ggml's `hsum_float_8` ([`r::hsum8`]) of the accumulators `lo` (0..4) and `hi`
+/// (4..8): `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`. Not `vaddvq_f32`, whose
+/// pairwise tree adds in another order.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn hsum8_f32(lo: float32x4_t, hi: float32x4_t) -> f32 {
+    let r = vaddq_f32(lo, hi);
+    let h = vadd_f32(vget_low_f32(r), vget_high_f32(r));
+    vget_lane_f32::<0>(h) + vget_lane_f32::<1>(h)
+}
+
 /// The low and the high nibbles of 16 bytes, as bytes 0..=15.
 #[target_feature(enable = "neon")]
 #[inline]
@@ -117,20 +147,33 @@ pub(crate) fn q8_0_quants(qs: &[i8; 32]) -> [int8x16_t; 2] {
     [load_i8(qs), load_i8(&qs[16..])]
 }
 
-/// `sum_g m[g] * (bsums[2g] + bsums[2g + 1])` of a Q4_K block against Q8_K, as the
-/// reference computes it (the pair sums in i16, |.| <= 4,096 for a quantized block; the
-/// products and their sum in i32).
+/// The min sums of a Q4_K block against Q8_K per pair of groups, as the reference
+/// computes them (the sums of bsums pairs in i16, |.| <= 4,096 for a quantized block;
+/// the products and their sums in i32): lane `p` is
+/// `sum_{g in {2p, 2p + 1}} m[g] * (bsums[2g] + bsums[2g + 1])`.
 #[target_feature(enable = "neon")]
 #[inline]
-pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> i32 {
+pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> int32x4_t {
     let b = &x.bsums;
     // SAFETY: `bsums` is 16 i16: lanes 0..8 and 8..16 are in bounds; no alignment needed.
     let (b0, b1) = unsafe { (vld1q_s16(b.as_ptr()), vld1q_s16(b[8..].as_ptr())) };
     // Lane g: the activation sum of 32-weight group g.
     let groups = vpaddq_s16(b0, b1);
     let m = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(*mins))));
-    let p = vmull_s16(vget_low_s16(m), vget_low_s16(groups));
-    vaddvq_s32(vmlal_high_s16(p, m, groups))
+    let lo = vmull_s16(vget_low_s16(m), vget_low_s16(groups));
+    let hi = vmull_high_s16(m, groups);
+    // Adjacent lanes (groups 2p, 2p + 1) added: lane p.
+    vpaddq_s32(lo, hi)
+}
+
+/// The four lanes of `v`.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) fn lanes_s32(v: int32x4_t) -> [i32; 4] {
+    let mut out = [0i32; 4];
+    // SAFETY: `out` is four i32; vst1q needs no alignment.
+    unsafe { vst1q_s32(out.as_mut_ptr(), v) };
+    out
 }
 
 /// Chunk `j` of a Q4_K block (`qs[32 j .. 32 j + 32]`, passed from its start) as the
@@ -176,11 +219,12 @@ pub(crate) fn q6k_half(ql: &[u8], qh: &[u8]) -> [int8x16_t; 8] {
 }
 
 /// Stamps the seven quantized dot products for one ISA: `$token` proves `$features`,
-/// `$dot16` is the 16-byte multiply-accumulate (`acc, a, b`) and `$dot32` the 32-byte dot
-/// product of two weight vectors with activation quants (`q, q8`). The plain NEON and the
-/// dotprod bodies differ only in those two.
+/// `$dot16` is the 16-byte multiply-accumulate (`acc, a, b`), `$dot32` the 32-byte dot
+/// product of two weight vectors with activation quants (`q, q8`) and `$dot4` the 16-byte
+/// dot product in groups of four ([`dot4`]). The plain NEON and the dotprod bodies differ
+/// only in those three.
 macro_rules! qdot_bodies {
-    ($token:ty, $features:literal, $dot16:ident, $dot32:ident) => {
+    ($token:ty, $features:literal, $dot16:ident, $dot32:ident, $dot4:ident) => {
         /// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
         ///
         /// # Safety
@@ -189,23 +233,29 @@ macro_rules! qdot_bodies {
         #[target_feature(enable = $features)]
         pub fn vec_dot_q4k_q8k(_: $token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
             assert_eq!(w.len(), x.len());
-            let mut sum = 0.0f32;
+            let (mut acc, mut accmin) = (0.0f32, 0.0f32);
             for (w, x) in w.iter().zip(x) {
                 let (sc, mins) = scales_mins_k4(&w.scales);
                 let imin = q4k_imin(&mins, x);
-                let mut acc = vdupq_n_s32(0);
-                for j in 0..4 {
+                // Chunk j holds groups 2j and 2j + 1: the j-th pair of groups, which
+                // the float order sums on its own.
+                let pairs: [int32x4_t; 4] = std::array::from_fn(|j| {
                     let (lo, hi) = q4k_chunk(&w.qs[32 * j..]);
-                    acc = vmlaq_n_s32(acc, $dot32(lo, &x.qs[64 * j..]), i32::from(sc[2 * j]));
-                    acc = vmlaq_n_s32(
-                        acc,
-                        $dot32(hi, &x.qs[64 * j + 32..]),
-                        i32::from(sc[2 * j + 1]),
-                    );
-                }
-                sum += r::combine_q4k(w, x, vaddvq_s32(acc), imin);
+                    let lo = $dot32(lo, &x.qs[64 * j..]);
+                    let hi = $dot32(hi, &x.qs[64 * j + 32..]);
+                    let (s0, s1) = (i32::from(sc[2 * j]), i32::from(sc[2 * j + 1]));
+                    vmlaq_n_s32(vmulq_n_s32(lo, s0), hi, s1)
+                });
+                // Lane j: the sum of pairs[j]'s lanes.
+                let isum = vpaddq_s32(
+                    vpaddq_s32(pairs[0], pairs[1]),
+                    vpaddq_s32(pairs[2], pairs[3]),
+                );
+                // By path: the macro is stamped in `neon_dotprod` too.
+                let (isum, imin) = (super::neon::lanes_s32(isum), super::neon::lanes_s32(imin));
+                r::fma_q4k(w, x, isum, imin, &mut acc, &mut accmin);
             }
-            sum
+            acc - accmin
         }
 
         /// Q6_K . Q8_K, bit-identical to [`r::vec_dot_q6k_q8k`].
@@ -227,12 +277,15 @@ macro_rules! qdot_bodies {
                         acc = vmlaq_n_s32(acc, dot, i32::from(w.scales[g]));
                     }
                 }
-                sum += r::combine_q6k(w, x, vaddvq_s32(acc));
+                sum = r::fma_q6k(w, x, vaddvq_s32(acc), sum);
             }
             sum
         }
 
-        /// Q8_0 . Q8_0, bit-identical to [`r::vec_dot_q8_0_q8_0`] for any bytes.
+        /// Q8_0 . Q8_0 in ggml's x86 order, bit-identical to [`r::vec_dot_q8_0_q8_0`]
+        /// for any bytes: lane `k` of the two `$dot4`s is the exact sum of the products
+        /// of bytes `4k..4k + 4`, fused into accumulator `k` by `dw * dx` (`vfmaq_f32`,
+        /// one rounding); [`hsum8_f32`](super::neon::hsum8_f32) at the end.
         ///
         /// # Safety
         /// Safe to call from code compiled with the same features; elsewhere the caller
@@ -240,12 +293,16 @@ macro_rules! qdot_bodies {
         #[target_feature(enable = $features)]
         pub fn vec_dot_q8_0_q8_0(_: $token, w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
             assert_eq!(w.len(), x.len());
-            let mut sum = 0.0f32;
+            // Accumulators 0..4 and 4..8.
+            let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
             for (wb, xb) in w.iter().zip(x) {
-                let isum = vaddvq_s32($dot32(q8_0_quants(&wb.qs), &xb.qs));
-                sum += r::combine_q8_0(wb.d, xb, isum);
+                let q = q8_0_quants(&wb.qs);
+                let d = vdupq_n_f32(wb.d.to_f32() * xb.d.to_f32());
+                lo = vfmaq_f32(lo, vcvtq_f32_s32($dot4(q[0], load_i8(&xb.qs))), d);
+                hi = vfmaq_f32(hi, vcvtq_f32_s32($dot4(q[1], load_i8(&xb.qs[16..]))), d);
             }
-            sum
+            // By path: the macro is stamped in `neon_dotprod` too.
+            super::neon::hsum8_f32(lo, hi)
         }
 
         /// Q4_0 . Q8_0, bit-identical to [`r::vec_dot_q4_0_q8_0`].
@@ -280,7 +337,9 @@ macro_rules! qdot_bodies {
             sum
         }
 
-        /// Q4_1 . Q8_1, bit-identical to [`r::vec_dot_q4_1_q8_1`].
+        /// Q4_1 . Q8_1 in ggml's x86 order, bit-identical to [`r::vec_dot_q4_1_q8_1`]:
+        /// as Q8_0 with the block's nibbles in weight order ([`legacy_quants`]), plus the
+        /// blocks' `m * s` fused into one scalar in block order.
         ///
         /// # Safety
         /// Safe to call from code compiled with the same features; elsewhere the caller
@@ -288,12 +347,16 @@ macro_rules! qdot_bodies {
         #[target_feature(enable = $features)]
         pub fn vec_dot_q4_1_q8_1(_: $token, w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
             assert_eq!(w.len(), x.len());
-            let mut sum = 0.0f32;
+            let (mut lo, mut hi) = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+            let mut summs = 0.0f32;
             for (wb, xb) in w.iter().zip(x) {
-                let isum = vaddvq_s32($dot32(legacy_quants(&wb.qs, None, 0), &xb.qs));
-                sum += r::combine_q8_1(wb.d, wb.m, xb, isum);
+                summs = wb.m.to_f32().mul_add(xb.s.to_f32(), summs);
+                let q = legacy_quants(&wb.qs, None, 0);
+                let d = vdupq_n_f32(wb.d.to_f32() * xb.d.to_f32());
+                lo = vfmaq_f32(lo, vcvtq_f32_s32($dot4(q[0], load_i8(&xb.qs))), d);
+                hi = vfmaq_f32(hi, vcvtq_f32_s32($dot4(q[1], load_i8(&xb.qs[16..]))), d);
             }
-            sum
+            super::neon::hsum8_f32(lo, hi) + summs
         }
 
         /// Q5_1 . Q8_1, bit-identical to [`r::vec_dot_q5_1_q8_1`].
@@ -315,7 +378,7 @@ macro_rules! qdot_bodies {
 }
 pub(crate) use qdot_bodies;
 
-qdot_bodies!(NeonToken, "neon", dot16, dot32);
+qdot_bodies!(NeonToken, "neon", dot16, dot32, dot4);
 
 #[cfg(test)]
 mod tests {

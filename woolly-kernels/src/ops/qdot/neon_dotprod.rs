@@ -6,7 +6,9 @@
 //! reference multiplies, and only the multiply-accumulate differs: one `sdot` per 16
 //! bytes (four i8 x i8 products summed into each 32-bit lane, exact for any bytes)
 //! instead of `vmull_s8` + `vpadalq_s16`. The per-block integers are the reference's and
-//! go through its `combine_*` in block order: bit-identical.
+//! go through its f32 operations in its order (`combine_*`, or ggml's x86 accumulation
+//! for Q4_1 and Q8_0, whose groups of four products are one `sdot` from zero):
+//! bit-identical.
 //!
 //! `sdot`'s intrinsic (`vdotq_s32`) is unstable in Rust 1.96, so [`sdot`] is one
 //! instruction of inline assembly in a function compiled with `dotprod`.
@@ -51,4 +53,12 @@ fn sdot32(q: [int8x16_t; 2], q8: &[i8]) -> int32x4_t {
     sdot(acc, q[1], load_i8(&q8[16..]))
 }
 
-super::neon::qdot_bodies!(NeonDotprodToken, "neon,dotprod", sdot, sdot32);
+/// `a . b` in groups of four: lane `k` the products of bytes `4k..4k + 4` (one `sdot`
+/// from zero).
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+fn sdot4(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    sdot(vdupq_n_s32(0), a, b)
+}
+
+super::neon::qdot_bodies!(NeonDotprodToken, "neon,dotprod", sdot, sdot32, sdot4);

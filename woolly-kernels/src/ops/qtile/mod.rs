@@ -193,10 +193,11 @@ pub fn tile2_q6k_q8k<V: Simd>(
     r::tile2_q6k_q8k(w, x, out_a, out_b)
 }
 
-/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q4_1: two consecutive row groups, one 512-bit vector of
-/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q4_1_pair`]). `xf` holds
-/// each activation block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]),
-/// converted once per product instead of once per block and pair of row groups.
+/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q4_1: two consecutive row groups
+/// ([`crate::dispatch::Tiles::q4_1_pair`]). On AVX-512 it runs the eight-row tile on each
+/// group, which keeps ggml's float order in code the AVX2 tests check
+/// (`x86_pair::pair_by_groups`), and does not read `xf`, each activation block's `d` and
+/// `s` as f32 ([`crate::quant::q8_1_scales_f32`]).
 /// shapes: w: (2 * nb,); x, xf: (T, nb); out_a, out_b: (T, 8)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),
@@ -227,10 +228,10 @@ pub fn tile2_q4_1_q8_1<V: Simd>(
     r::tile2_q4_1_q8_1(w, x, xf, out_a, out_b)
 }
 
-/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q8_0: two consecutive row groups, one 512-bit vector of
-/// sixteen rows per step on AVX-512 ([`crate::dispatch::Tiles::q8_0_pair`]). `xu` holds
-/// the activation blocks made unsigned with f32 scales ([`crate::quant::q8_0_unsigned`]),
-/// prepared once per product instead of once per pair of row groups.
+/// [`tile2_q4k_q8k`](fn@tile2_q4k_q8k) for Q8_0: two consecutive row groups
+/// ([`crate::dispatch::Tiles::q8_0_pair`]). On AVX-512 it runs the eight-row tile on each
+/// group, as [`tile2_q4_1_q8_1`](fn@tile2_q4_1_q8_1) does, and does not read `xu`, the
+/// activation blocks made unsigned ([`crate::quant::q8_0_unsigned`]).
 /// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
 #[kernel(
     isa(scalar, avx2, avx512, neon, neon_dotprod),

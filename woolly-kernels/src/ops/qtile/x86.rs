@@ -1,14 +1,28 @@
 //! AVX2 and AVX-512 bodies of the tile kernels, stamped from one template
 //! (`x86_tiles!`) that differs only in the 4-byte lane dot product: AVX2 multiplies
-//! with `maddubs` then `madd` by ones (for Q4_1's nibbles, one `madd` per block:
-//! `nibble_dot_avx2`), AVX-512 uses VNNI's `vpdpbusd` (on 256-bit vectors: eight rows,
-//! one per i32 lane). Both are exact integer sums.
+//! with `maddubs` then `madd` by ones, AVX-512 uses VNNI's `vpdpbusd` (on 256-bit
+//! vectors: eight rows, one per i32 lane). Both are exact integer sums; everything else,
+//! the float code in particular, is the same text in both, so the AVX2 tests check the
+//! AVX-512 bodies' float operations too.
 //!
-//! Per weight block the eight rows' quants are decoded once and reused for each of the
-//! tile's tokens; per (block, token) the activation quants are broadcast four at a time,
-//! and the f32 combination is the reference's, lane by lane: `(dw * dx) * isum + m * s`
-//! for Q4_1 and `(dw * dx) * isum` for Q8_0, added to the running sum in block order
-//! (separate multiplies and adds, never fused), hence bit-identical results.
+//! Q4_1 and Q8_0 follow ggml's x86 float order, as their references
+//! ([`crate::reference::quant_dot`]) do, with one row per lane: per token, eight f32
+//! accumulators, vector `k` holding each row's accumulator `k`; per block, the exact sum
+//! of the four products of weights `4k..4k + 4` (one i32 lane per row: `dot4` of chunk
+//! `k` against four broadcast activation quants) is fused into vector `k` by `dw * dx`
+//! ([`fma_lanes`]); at the end [`hsum8_rows`] adds the eight vectors in `hsum_float_8`'s
+//! tree, lane by lane, and Q4_1 adds its `summs` vector, the blocks' `m * s` fused in
+//! block order. The fused multiply-adds are elementwise, so each lane is the reference's
+//! computation for its row: bit-identical results.
+//!
+//! The tiles make one pass over a row group's blocks per token (a tile of several
+//! tokens makes several passes, the blocks coming from L1 again: a row group of a
+//! 4096-column Q4_1 matrix is 20 KiB). A token's nine accumulators fill most of AVX2's
+//! sixteen registers already; two tokens per pass, sharing the decoded weights, spilled
+//! and ran slower (Zen 2, 1536 x 576, four tokens: Q4_1 106 us against 98 us; Q8_0 the
+//! same), and so did two tokens in two passes over the low and high nibbles (107 us).
+//! AVX-512 makes the same single-token passes, so that its float code is the code the
+//! AVX2 tests run.
 //!
 //! Q8_0 weights are signed: the lane dot takes `|w|` (unsigned) times `sign(x, w)`,
 //! exact for activation quants in -127..=127, which is all Woolly's quantizer writes (a
@@ -263,109 +277,78 @@ pub(super) fn dot4_vnni(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(acc, u, s)
 }
 
-/// `sum_{k<4} dot4(lo[k], q[4k..4k + 4]) + dot4(hi[k], q[16 + 4k..20 + 4k])` in each
-/// i32 lane: one row's nibbles of a 32-weight block against one token's quants, with
-/// AVX2. The products' 16-bit pair sums are added in 16 bits and widened once, which is
-/// exact: a pair sum is at most `2 * 15 * 128 = 3840` in magnitude, eight of them at
-/// most 30720, inside i16. That is one `madd` where [`dot4_avx2`] needs eight.
+/// `acc + d * p` in each lane, fused (one rounding), `p` converted exactly (|p| <= 2^16):
+/// one step of [`crate::reference::quant_dot::fma_blocks`] for eight rows.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn fma_lanes(acc: &mut __m256, d: __m256, p: __m256i) {
+    *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *acc);
+}
+
+/// [`crate::reference::quant_dot::hsum8`] of eight rows' accumulators, lane by lane:
+/// `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn nibble_dot_avx2(lo: &[__m256i; 4], hi: &[__m256i; 4], q: &[i8; 32]) -> __m256i {
-    let mut a = _mm256_maddubs_epi16(lo[0], bcast4(q, 0));
-    let mut c = _mm256_maddubs_epi16(hi[0], bcast4(q, 16));
-    for k in 1..4 {
-        a = _mm256_add_epi16(a, _mm256_maddubs_epi16(lo[k], bcast4(q, 4 * k)));
-        c = _mm256_add_epi16(c, _mm256_maddubs_epi16(hi[k], bcast4(q, 16 + 4 * k)));
-    }
-    _mm256_madd_epi16(_mm256_add_epi16(a, c), _mm256_set1_epi16(1))
+fn hsum8_rows(a: &[__m256; 8]) -> __m256 {
+    let r: [__m256; 4] = std::array::from_fn(|i| _mm256_add_ps(a[i], a[i + 4]));
+    _mm256_add_ps(_mm256_add_ps(r[0], r[2]), _mm256_add_ps(r[1], r[3]))
 }
 
-/// [`nibble_dot_avx2`] with VNNI's `vpdpbusd`, two chains of four.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-#[inline]
-pub(super) fn nibble_dot_vnni(lo: &[__m256i; 4], hi: &[__m256i; 4], q: &[i8; 32]) -> __m256i {
-    let z = _mm256_setzero_si256();
-    let mut a = dot4_vnni(z, lo[0], bcast4(q, 0));
-    let mut c = dot4_vnni(z, hi[0], bcast4(q, 16));
-    for k in 1..4 {
-        a = dot4_vnni(a, lo[k], bcast4(q, 4 * k));
-        c = dot4_vnni(c, hi[k], bcast4(q, 16 + 4 * k));
-    }
-    _mm256_add_epi32(a, c)
-}
-
-/// Stamps the tile kernels for one ISA: `$dot4` is the lane dot product and `$nibble_dot`
-/// a row block's nibble dot product ([`nibble_dot_avx2`]), `$features` the target
-/// features (a superset of AVX2 + FMA + F16C), `$token` the proof type.
+/// Stamps the tile kernels for one ISA: `$dot4` is the lane dot product, `$features`
+/// the target features (a superset of AVX2 + FMA + F16C), `$token` the proof type.
 macro_rules! x86_tiles {
-    ($isa:ident, $token:ty, $features:literal, $dot4:ident, $nibble_dot:ident, $wide:literal) => {
+    ($isa:ident, $token:ty, $features:literal, $dot4:ident) => {
         /// Tile kernels for this ISA (see the module docs).
         pub mod $isa {
             use super::*;
 
-            /// `N` tokens of Q4_1 x Q8_1.   shapes: w: (nb,); x: (N, nb); out: (N, 8)
+            /// One token of Q4_1 x Q8_1 in ggml's order (see the module docs).
+            /// shapes: w: (nb,); x: (nb,); out: (8,)
             #[target_feature(enable = $features)]
             #[inline]
-            fn q4_1_n<const N: usize>(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
-                let nb = w.len();
+            fn q4_1_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
+                assert_eq!(x.len(), w.len(), "one activation block per weight block");
                 let m4 = _mm256_set1_epi8(0xF);
-                let xs: [&[BlockQ8_1]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
-                let mut sum = [_mm256_setzero_ps(); N];
-                for (b, wb) in w.iter().enumerate() {
+                let z = _mm256_setzero_si256();
+                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut summs = _mm256_setzero_ps();
+                for (wb, xb) in w.iter().zip(x) {
                     prefetch_ahead(wb);
-                    // Chunk k: low nibbles are weights 4k..4k+4, high ones 16+4k..20+4k.
-                    let q: [__m256i; 4] = std::array::from_fn(|k| load32(&wb.qs[32 * k..]));
-                    let lo = q.map(|v| _mm256_and_si256(v, m4));
-                    let hi = q.map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
-                    let (dw, m) = (f16x8(&wb.d), f16x8(&wb.m));
-                    for n in 0..N {
-                        let xb = &xs[n][b];
-                        let isum = _mm256_cvtepi32_ps($nibble_dot(&lo, &hi, &xb.qs));
-                        let (dx, s) = f16_pair(xb.d, xb.s);
-                        let v = _mm256_add_ps(
-                            _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum),
-                            _mm256_mul_ps(m, s),
-                        );
-                        sum[n] = _mm256_add_ps(sum[n], v);
+                    let (dx, s) = f16_pair(xb.d, xb.s);
+                    summs = _mm256_fmadd_ps(f16x8(&wb.m), s, summs);
+                    let d = _mm256_mul_ps(f16x8(&wb.d), dx);
+                    for k in 0..4 {
+                        // Chunk k: low nibbles are weights 4k..4k+4, high ones 16+4k..20+4k.
+                        let q = load32(&wb.qs[32 * k..]);
+                        let lo = _mm256_and_si256(q, m4);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), m4);
+                        fma_lanes(&mut acc[k], d, $dot4(z, lo, bcast4(&xb.qs, 4 * k)));
+                        fma_lanes(&mut acc[4 + k], d, $dot4(z, hi, bcast4(&xb.qs, 16 + 4 * k)));
                     }
                 }
-                for (n, s) in sum.into_iter().enumerate() {
-                    store8(&mut out[n * ROWS..], s);
-                }
+                store8(out, _mm256_add_ps(hsum8_rows(&acc), summs));
             }
 
-            /// `N` tokens of Q8_0 x Q8_0.   shapes: w: (nb,); x: (N, nb); out: (N, 8)
+            /// One token of Q8_0 x Q8_0 in ggml's order (see the module docs).
+            /// shapes: w: (nb,); x: (nb,); out: (8,)
             #[target_feature(enable = $features)]
             #[inline]
-            fn q8_0_n<const N: usize>(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
-                let nb = w.len();
-                let xs: [&[BlockQ8_0]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
-                let mut sum = [_mm256_setzero_ps(); N];
-                for (b, wb) in w.iter().enumerate() {
+            fn q8_0_1(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
+                assert_eq!(x.len(), w.len(), "one activation block per weight block");
+                let z = _mm256_setzero_si256();
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for (wb, xb) in w.iter().zip(x) {
                     prefetch_ahead(wb);
-                    // Chunk k: weights 4k..4k+4 of each row.
-                    let q: [__m256i; 8] = std::array::from_fn(|k| load32(&wb.qs[32 * k..]));
-                    let abs = q.map(|v| _mm256_abs_epi8(v));
-                    let dw = f16x8(&wb.d);
-                    for n in 0..N {
-                        let xb = &xs[n][b];
-                        let z = _mm256_setzero_si256();
-                        let signed = |k: usize| _mm256_sign_epi8(bcast4(&xb.qs, 4 * k), q[k]);
-                        let mut a = $dot4(z, abs[0], signed(0));
-                        let mut c = $dot4(z, abs[1], signed(1));
-                        for k in (2..8).step_by(2) {
-                            a = $dot4(a, abs[k], signed(k));
-                            c = $dot4(c, abs[k + 1], signed(k + 1));
-                        }
-                        let isum = _mm256_cvtepi32_ps(_mm256_add_epi32(a, c));
-                        let (dx, _) = f16_pair(xb.d, xb.d);
-                        let v = _mm256_mul_ps(_mm256_mul_ps(dw, dx), isum);
-                        sum[n] = _mm256_add_ps(sum[n], v);
+                    let dx = _mm256_broadcastss_ps(f16_pair_lanes(xb.d, xb.d));
+                    let d = _mm256_mul_ps(f16x8(&wb.d), dx);
+                    for (k, acc) in acc.iter_mut().enumerate() {
+                        // Chunk k: weights 4k..4k+4 of each row.
+                        let q = load32(&wb.qs[32 * k..]);
+                        let s = _mm256_sign_epi8(bcast4(&xb.qs, 4 * k), q);
+                        fma_lanes(acc, d, $dot4(z, _mm256_abs_epi8(q), s));
                     }
                 }
-                for (n, s) in sum.into_iter().enumerate() {
-                    store8(&mut out[n * ROWS..], s);
-                }
+                store8(out, hsum8_rows(&acc));
             }
 
             /// Q4_1 rows x Q8_1 activations, bit-identical to
@@ -382,13 +365,7 @@ macro_rules! x86_tiles {
                 x: &[BlockQ8_1],
                 out: &mut [f32],
             ) {
-                tiles(w.len(), x, out, (T, $wide), |x, out| {
-                    match x.len() / w.len().max(1) {
-                        8 => q4_1_n::<8>(w, x, out),
-                        4 => q4_1_n::<4>(w, x, out),
-                        _ => q4_1_n::<1>(w, x, out),
-                    }
-                });
+                tiles(w.len(), x, out, (T, 1), |x, out| q4_1_1(w, x, out));
             }
 
             /// Q8_0 rows x Q8_0 activations, bit-identical to
@@ -405,21 +382,15 @@ macro_rules! x86_tiles {
                 x: &[BlockQ8_0],
                 out: &mut [f32],
             ) {
-                tiles(w.len(), x, out, (T, $wide), |x, out| {
-                    match x.len() / w.len().max(1) {
-                        8 => q8_0_n::<8>(w, x, out),
-                        4 => q8_0_n::<4>(w, x, out),
-                        _ => q8_0_n::<1>(w, x, out),
-                    }
-                });
+                tiles(w.len(), x, out, (T, 1), |x, out| q8_0_1(w, x, out));
             }
         }
     };
 }
 
 /// Checks the shapes of a tile call (`t` = the specialized token count, 0 for any) and
-/// runs `f` on groups of `wide` tokens (8 with AVX-512's 32 registers, 4 with AVX2's 16),
-/// then of four, then on single tokens.
+/// runs `f` on groups of `wide` tokens (the body's widest: for the K-quants 8 with
+/// AVX-512's 32 registers, 4 with AVX2's 16), then of four, then on single tokens.
 /// shapes: x: (n_tok, nb); out: (n_tok, 8)
 #[inline(always)]
 pub(super) fn tiles<X>(
@@ -461,21 +432,12 @@ fn n_tok_of(out: &[f32]) -> usize {
     out.len() / ROWS
 }
 
-x86_tiles!(
-    avx2,
-    crate::isa::Avx2Token,
-    "avx2,fma,f16c",
-    dot4_avx2,
-    nibble_dot_avx2,
-    4
-);
+x86_tiles!(avx2, crate::isa::Avx2Token, "avx2,fma,f16c", dot4_avx2);
 x86_tiles!(
     avx512,
     crate::isa::Avx512Token,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    dot4_vnni,
-    nibble_dot_vnni,
-    8
+    dot4_vnni
 );
 
 #[cfg(test)]

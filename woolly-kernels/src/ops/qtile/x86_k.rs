@@ -5,10 +5,10 @@
 //! decoded 32 weights at a time (eight vectors, four quants of each row per 32-bit
 //! lane) and reused for each of the tile's tokens, against the token's activation
 //! quants broadcast four at a time. Each lane's integer sums are exact, and the f32
-//! combination is the reference's ([`crate::reference::quant_dot::combine_q4k`],
-//! [`crate::reference::quant_dot::combine_q6k`]) lane by lane, with separate multiplies,
-//! subtractions and adds in the same order, added to the running sum in block order:
-//! results are bit-identical to the reference.
+//! accumulation is the reference's ([`crate::reference::quant_dot::fma_q4k`],
+//! [`crate::reference::quant_dot::fma_q6k`]) lane by lane, the same roundings and fused
+//! multiply-adds in the same order (Q4_K: per pair of groups, so the integer sums are
+//! taken a pair at a time): results are bit-identical to the reference.
 //!
 //! The ISAs differ in the scaled group dot product `acc + sc * sum(u * s)` (per lane):
 //! - AVX2: `maddubs` pair sums (i16) are added in i16 as deep as they stay exact, then
@@ -17,11 +17,12 @@
 //! - AVX-512 (VNNI, on 256-bit vectors): `vpdpbusd` gives the exact i32 group dot, and
 //!   one `vpmulld` applies the scale.
 //!
-//! The offsets never touch the quants: Q4_K's `imin = sum_g m[g] * bsum32[g]` and Q6_K's
-//! `32 * sum_g sc[g] * bsums[g]` come from the activations' 16-weight sums (`bsums`,
-//! which Q8_K defines as the sums of its quants) with `madd_epi16` on pair-interleaved
-//! scales, so Q6_K's quants stay unsigned (0..64) for `maddubs` / `vpdpbusd`:
-//! `isum = sum_g sc[g] * (sum q * q8 - 32 * bsums[g])`, the reference's integer exactly.
+//! The offsets never touch the quants: Q4_K's `imin = sum_g m[g] * bsum32[g]` (a pair of
+//! groups at a time) and Q6_K's `32 * sum_g sc[g] * bsums[g]` come from the activations'
+//! 16-weight sums (`bsums`, which Q8_K defines as the sums of its quants) with
+//! `madd_epi16` on pair-interleaved scales, so Q6_K's quants stay unsigned (0..64) for
+//! `maddubs` / `vpdpbusd`: `isum = sum_g sc[g] * (sum q * q8 - 32 * bsums[g])`, the
+//! reference's integer exactly.
 
 use std::arch::x86_64::*;
 
@@ -147,6 +148,29 @@ fn gdot_vnni<const K: usize, const D: usize>(
     _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_add_epi32(a, b), sc))
 }
 
+/// Reads a tile's loop-carried f32 accumulator, which stays in memory: [`load_acc`] at
+/// the start of a block's float steps, [`store_acc`] at their end, both volatile so that
+/// LLVM keeps it there (a store-forwarded load and a store per block, cheap beside the
+/// integer work). Kept in a register instead, the accumulator tied to a fused
+/// multiply-add's destination across the loop led LLVM to schedule the quants loop far
+/// worse (the activation broadcasts hoisted and spilled): the Q4_K and Q6_K tiles ran
+/// 1.5x slower at four and eight tokens (AVX2, measured); separate multiplies and adds
+/// did not do that, FMAs on values local to a block do not either.
+#[target_feature(enable = "avx")]
+#[inline]
+fn load_acc(acc: &__m256) -> __m256 {
+    // SAFETY: the pointer comes from a `&__m256`: valid and aligned.
+    unsafe { (acc as *const __m256).read_volatile() }
+}
+
+/// Writes a tile's loop-carried f32 accumulator (see [`load_acc`]).
+#[target_feature(enable = "avx")]
+#[inline]
+fn store_acc(acc: &mut __m256, v: __m256) {
+    // SAFETY: the pointer comes from a `&mut __m256`: valid, aligned and not aliased.
+    unsafe { (acc as *mut __m256).write_volatile(v) }
+}
+
 /// Stamps the k-quant tile kernels for one ISA: `$gdot` is the scaled group dot,
 /// `$scale` the matching scale extraction, `$features` the target features (a superset
 /// of AVX2 + FMA + F16C), `$token` the proof type.
@@ -163,19 +187,29 @@ macro_rules! x86_k_tiles {
                 let nb = w.len();
                 let m4 = _mm256_set1_epi8(0xF);
                 let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
-                let mut sum = [_mm256_setzero_ps(); N];
+                // ggml's two accumulators (`fma_q4k`) for each (row, token) lane, in
+                // memory between blocks (`load_acc`).
+                let mut acc = [_mm256_setzero_ps(); N];
+                let mut accmin = [_mm256_setzero_ps(); N];
                 for (b, wb) in w.iter().enumerate() {
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
-                    let mut isum = [_mm256_setzero_si256(); N];
                     let ahead = BlockPrefetch::new(wb);
+                    let (dw, dmw) = (f16x8(&wb.d), f16x8(&wb.dmin));
+                    // fma_q4k's scale products w.d * x.d, rounded once.
+                    let d: [__m256; N] =
+                        std::array::from_fn(|n| _mm256_mul_ps(dw, _mm256_set1_ps(xb[n].d)));
+                    // `acc` in registers for the block's four steps.
+                    let mut acc_b: [__m256; N] = std::array::from_fn(|n| load_acc(&acc[n]));
                     // Chunks 8j..8j+8 hold weights 64j..64j+64: group 2j in the low
-                    // nibbles, group 2j+1 in the high ones. Unrolled, so that each
-                    // quarter's prefetches are at constant offsets.
+                    // nibbles, group 2j+1 in the high ones, pair j of the float order.
+                    // Unrolled, so that each quarter's prefetches are at constant offsets.
                     macro_rules! quarter {
                         ($j:literal) => {{
                             let j = $j;
                             // The block's lines ahead a quarter at a time, not in one burst.
                             ahead.part::<4, $j>();
+                            // The pair's exact scaled sums, per token.
+                            let mut isum = [_mm256_setzero_si256(); N];
                             let sv = load16(&wb.scales[16 * j..]);
                             // Loaded again for the high nibbles (an L1 hit) rather than
                             // kept: AVX2 has sixteen registers for quants, scales and
@@ -197,46 +231,41 @@ macro_rules! x86_k_tiles {
                                 let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
                                 isum[n] = $gdot::<8, 8>(isum[n], &hi, &a, sc);
                             }
+                            // fma_q4k, pair j: acc = fma(isum, w.d * x.d, acc).
+                            for n in 0..N {
+                                let v = _mm256_cvtepi32_ps(isum[n]);
+                                acc_b[n] = _mm256_fmadd_ps(v, d[n], acc_b[n]);
+                            }
                         }};
                     }
                     quarter!(0);
                     quarter!(1);
                     quarter!(2);
                     quarter!(3);
+                    for n in 0..N {
+                        store_acc(&mut acc[n], acc_b[n]);
+                    }
                     // Mins as i16 pairs (m[2j], m[2j+1]) per row lane, against the 32-weight
                     // sums bsums[2g] + bsums[2g+1] (|.| <= 4096) paired the same way.
                     let mins: [__m256i; 4] =
                         std::array::from_fn(|j| _mm256_cvtepu8_epi16(load16(&wb.mins[16 * j..])));
-                    let (dw, dmw) = (f16x8(&wb.d), f16x8(&wb.dmin));
                     for n in 0..N {
                         // i32 elements 0, 1, 4, 5 of `h`: the group pairs (0,1) .. (6,7).
                         let bs = load32(&xb[n].bsums);
                         let h = _mm256_hadd_epi16(bs, bs);
                         let pair = |e: i32| _mm256_permutevar8x32_epi32(h, _mm256_set1_epi32(e));
-                        let imin = _mm256_add_epi32(
-                            _mm256_add_epi32(
-                                _mm256_madd_epi16(mins[0], pair(0)),
-                                _mm256_madd_epi16(mins[1], pair(1)),
-                            ),
-                            _mm256_add_epi32(
-                                _mm256_madd_epi16(mins[2], pair(4)),
-                                _mm256_madd_epi16(mins[3], pair(5)),
-                            ),
-                        );
-                        // combine_q4k: d = x.d * w.d; dmin = x.d * w.dmin;
-                        // d * isum - dmin * imin.
-                        let dx = _mm256_set1_ps(xb[n].d);
-                        let d = _mm256_mul_ps(dx, dw);
-                        let dmin = _mm256_mul_ps(dx, dmw);
-                        let v = _mm256_sub_ps(
-                            _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[n])),
-                            _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(imin)),
-                        );
-                        sum[n] = _mm256_add_ps(sum[n], v);
+                        // fma_q4k: accmin = fma(imin, w.dmin * x.d, accmin), pair by pair.
+                        let dmin = _mm256_mul_ps(dmw, _mm256_set1_ps(xb[n].d));
+                        let mut m = load_acc(&accmin[n]);
+                        for (j, e) in [0, 1, 4, 5].into_iter().enumerate() {
+                            let imin = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins[j], pair(e)));
+                            m = _mm256_fmadd_ps(imin, dmin, m);
+                        }
+                        store_acc(&mut accmin[n], m);
                     }
                 }
-                for (n, s) in sum.into_iter().enumerate() {
-                    store8(&mut out[n * ROWS..], s);
+                for n in 0..N {
+                    store8(&mut out[n * ROWS..], _mm256_sub_ps(acc[n], accmin[n]));
                 }
             }
 
@@ -278,6 +307,7 @@ macro_rules! x86_k_tiles {
             fn q6k_n<const N: usize>(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
                 let nb = w.len();
                 let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
+                // In memory between blocks (`load_acc`).
                 let mut sum = [_mm256_setzero_ps(); N];
                 for (b, wb) in w.iter().enumerate() {
                     let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
@@ -326,10 +356,10 @@ macro_rules! x86_k_tiles {
                             off = _mm256_add_epi32(off, _mm256_madd_epi16(sc, pair));
                         }
                         let isum = _mm256_sub_epi32(isum[n], _mm256_slli_epi32::<5>(off));
-                        // combine_q6k: (x.d * w.d) * isum.
-                        let d = _mm256_mul_ps(_mm256_set1_ps(xb[n].d), dw);
-                        let v = _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum));
-                        sum[n] = _mm256_add_ps(sum[n], v);
+                        // fma_q6k: fma(isum * w.d, x.d, sum), the product rounded once.
+                        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), dw);
+                        let s = _mm256_fmadd_ps(v, _mm256_set1_ps(xb[n].d), load_acc(&sum[n]));
+                        store_acc(&mut sum[n], s);
                     }
                 }
                 for (n, s) in sum.into_iter().enumerate() {

@@ -9,7 +9,8 @@
 //! broadcast of four activation quants and one `vpdpbusd` serve sixteen rows, twice the
 //! work per instruction of the 256-bit bodies. Lane by lane they compute what the
 //! eight-row bodies ([`super::x86`], [`super::x86_k`]) compute, in the same order:
-//! bit-identical to the references.
+//! bit-identical to the references. Q4_1 and Q8_0 are the exception: their entries run
+//! the eight-row tile on each group in turn (see `pair_by_groups`).
 
 use std::arch::x86_64::*;
 
@@ -56,24 +57,6 @@ macro_rules! pair_entry {
     };
 }
 
-/// Runs `$body` once for each token `$n` in `0..N` (`N` at most 8), `$n` a constant in
-/// each copy: LLVM leaves a loop over the tokens of the legacy bodies rolled, which keeps
-/// their accumulators on the stack.
-macro_rules! for_each_token {
-    ($n:ident < $N:ident $body:block) => {
-        const { assert!($N <= 8) };
-        for_each_token!(@ $n $N $body 0 1 2 3 4 5 6 7)
-    };
-    (@ $n:ident $N:ident $body:block $($i:literal)*) => {
-        $(
-            if $i < $N {
-                let $n: usize = $i;
-                $body
-            }
-        )*
-    };
-}
-
 /// `lo` in lanes 0..8, `hi` in lanes 8..16.
 #[target_feature(enable = "avx512f,avx2")]
 #[inline]
@@ -96,14 +79,6 @@ fn bcast4_16(q: &[i8; 32], i: usize) -> __m512i {
     _mm512_set1_epi32(i32::from_le_bytes([
         b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8,
     ]))
-}
-
-/// Unsigned activation quants `q[i..i + 4]` broadcast to all sixteen 32-bit lanes.
-#[target_feature(enable = "avx512f,avx2")]
-#[inline]
-fn bcast4_16u(q: &[u8; 32], i: usize) -> __m512i {
-    let b = &q[i..i + 4];
-    _mm512_set1_epi32(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `s[i]` and `s[i + 1]` as one i32 broadcast to all sixteen lanes (a `vpbroadcastd`
@@ -152,13 +127,21 @@ fn q4k_pair_n<const N: usize>(
     assert_eq!(sums.len(), x.len(), "sums for each activation block");
     let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
     let ss: [&[[i16; 8]]; N] = std::array::from_fn(|n| &sums[n * nb..(n + 1) * nb]);
-    let mut sum = [_mm512_setzero_ps(); N];
+    // ggml's two accumulators (`fma_q4k`) per (row, token) lane, as in the eight-row body.
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut accmin = [_mm512_setzero_ps(); N];
     for (b, (ba, bb)) in wa.iter().zip(wb).enumerate() {
         prefetch_ahead(ba);
         prefetch_ahead(bb);
         let xb: [&BlockQ8K; N] = std::array::from_fn(|n| &xs[n][b]);
-        let mut isum = [_mm512_setzero_si512(); N];
+        let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
+        let dmw = join_ps(f16x8(&ba.dmin), f16x8(&bb.dmin));
+        // fma_q4k's scale products w.d * x.d, rounded once.
+        let d: [__m512; N] = std::array::from_fn(|n| _mm512_mul_ps(dw, _mm512_set1_ps(xb[n].d)));
+        // Chunk j: groups 2j and 2j + 1, pair j of the float order.
         for j in 0..4 {
+            // The pair's exact scaled sums, per token.
+            let mut isum = [_mm512_setzero_si512(); N];
             let (sa, sb) = (load16(&ba.scales[16 * j..]), load16(&bb.scales[16 * j..]));
             // Loaded again for the high nibbles (L1 hits), as in the eight-row body.
             let q = || -> [__m512i; 8] {
@@ -177,6 +160,10 @@ fn q4k_pair_n<const N: usize>(
             for n in 0..N {
                 isum[n] = gdot16(isum[n], &hi, q32(&xb[n].qs, 64 * j + 32), 0, sc);
             }
+            // fma_q4k, pair j: acc = fma(isum, w.d * x.d, acc).
+            for n in 0..N {
+                acc[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[n]), d[n], acc[n]);
+            }
         }
         // Mins as i16 pairs per row lane, against the 32-weight activation sums, as
         // in the eight-row body.
@@ -186,27 +173,19 @@ fn q4k_pair_n<const N: usize>(
                 _mm256_cvtepu8_epi16(load16(&bb.mins[16 * j..])),
             )
         });
-        let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
-        let dmw = join_ps(f16x8(&ba.dmin), f16x8(&bb.dmin));
         for n in 0..N {
-            // Sub-blocks 2j and 2j + 1: their mins against their sums, a broadcast from
-            // memory into `vpdpwssd` (exact, as `madd` + `add` are).
+            // Sub-blocks 2j and 2j + 1: their mins against their sums (a broadcast from
+            // memory), the pair's exact `imin`; then fma_q4k: accmin = fma(imin,
+            // w.dmin * x.d, accmin), pair by pair.
             let s = &ss[n][b];
-            let imin = _mm512_madd_epi16(mins[0], bcast_i16_pair(s, 0));
-            let imin = _mm512_dpwssd_epi32(imin, mins[1], bcast_i16_pair(s, 2));
-            let imin = _mm512_dpwssd_epi32(imin, mins[2], bcast_i16_pair(s, 4));
-            let imin = _mm512_dpwssd_epi32(imin, mins[3], bcast_i16_pair(s, 6));
-            // combine_q4k, lane by lane: d * isum - dmin * imin.
-            let dx = _mm512_set1_ps(xb[n].d);
-            let d = _mm512_mul_ps(dx, dw);
-            let dmin = _mm512_mul_ps(dx, dmw);
-            let v = _mm512_sub_ps(
-                _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum[n])),
-                _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(imin)),
-            );
-            sum[n] = _mm512_add_ps(sum[n], v);
+            let dmin = _mm512_mul_ps(dmw, _mm512_set1_ps(xb[n].d));
+            for (j, m) in mins.iter().enumerate() {
+                let imin = _mm512_madd_epi16(*m, bcast_i16_pair(s, 2 * j));
+                accmin[n] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), dmin, accmin[n]);
+            }
         }
     }
+    let sum: [__m512; N] = std::array::from_fn(|n| _mm512_sub_ps(acc[n], accmin[n]));
     store_halves(&sum, oa, ob);
 }
 
@@ -279,9 +258,9 @@ fn q6k_pair_n<const N: usize>(
                 off = _mm512_dpwssd_epi32(off, *sc, bcast_i16_pair(&xb[n].bsums, 2 * j));
             }
             let isum = _mm512_sub_epi32(isum[n], _mm512_slli_epi32::<5>(off));
-            // combine_q6k: (x.d * w.d) * isum.
-            let d = _mm512_mul_ps(_mm512_set1_ps(xb[n].d), dw);
-            sum[n] = _mm512_add_ps(sum[n], _mm512_mul_ps(d, _mm512_cvtepi32_ps(isum)));
+            // fma_q6k: fma(isum * w.d, x.d, sum), the product rounded once.
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), dw);
+            sum[n] = _mm512_fmadd_ps(v, _mm512_set1_ps(xb[n].d), sum[n]);
         }
     }
     store_halves(&sum, oa, ob);
@@ -352,152 +331,62 @@ pair_entry!(
     xs: [i16; 8]
 );
 
-/// `N` tokens of both Q4_1 groups.   shapes: wa, wb: (nb,); x, xf: (N, nb); oa, ob: (N, 8)
+/// Stamps a two-group entry of a legacy format that runs the eight-row AVX-512 tile
+/// (`$tile`, [`super::x86`]) on each group in turn, the prepared slice `$xp` unread.
 ///
-/// The activations' scales come as f32 (`xf`) and are read as broadcast memory operands:
-/// converting and broadcasting them here took five of the eleven vector operations each
-/// token adds to a block's eight `vpdpbusd`s, on the same two ports (1536 x 576, eight
-/// tokens: 21% faster).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
-fn q4_1_pair_n<const N: usize>(
-    wa: &[BlockQ4_1x8],
-    wb: &[BlockQ4_1x8],
-    x: &[BlockQ8_1],
-    xf: &[[f32; 2]],
-    oa: &mut [f32],
-    ob: &mut [f32],
-) {
-    let nb = wa.len();
-    let m4 = _mm512_set1_epi8(0xF);
-    assert_eq!(wb.len(), nb, "groups of one width");
-    assert!(
-        x.len() == N * nb && xf.len() == N * nb,
-        "N tokens of nb blocks"
-    );
-    let mut sum = [_mm512_setzero_ps(); N];
-    for b in 0..nb {
-        let (ba, bb) = (&wa[b], &wb[b]);
-        // Token n's block b, unchecked: bounds checks here cost a compare and branch per
-        // token and block, and the branches share a port with the vector work.
-        // SAFETY: b < nb and n < N, so n * nb + b < N * nb, the length of both (asserted).
-        let xb: [&BlockQ8_1; N] = std::array::from_fn(|n| unsafe { x.get_unchecked(n * nb + b) });
-        // SAFETY: as above.
-        let xfb: [[f32; 2]; N] = std::array::from_fn(|n| unsafe { *xf.get_unchecked(n * nb + b) });
-        prefetch_ahead(ba);
-        prefetch_ahead(bb);
-        // Chunk k: low nibbles are weights 4k..4k+4, high ones 16+4k..20+4k.
-        let q: [__m512i; 4] =
-            std::array::from_fn(|k| join(load32(&ba.qs[32 * k..]), load32(&bb.qs[32 * k..])));
-        let lo = q.map(|v| _mm512_and_si512(v, m4));
-        let hi = q.map(|v| _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4));
-        let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
-        let m = join_ps(f16x8(&ba.m), f16x8(&bb.m));
-        // One accumulator per token, the tokens interleaved step by step: each
-        // `vpdpbusd` waits on the one N steps back, not on the one before it.
-        let mut acc = [_mm512_setzero_si512(); N];
-        for k in 0..4 {
-            for_each_token!(n < N {
-                acc[n] = _mm512_dpbusd_epi32(acc[n], lo[k], bcast4_16(&xb[n].qs, 4 * k));
-            });
-            for_each_token!(n < N {
-                acc[n] = _mm512_dpbusd_epi32(acc[n], hi[k], bcast4_16(&xb[n].qs, 16 + 4 * k));
-            });
+/// Q4_1 and Q8_0 keep ggml's x86 float order ([`crate::reference::quant_dot`]): nine
+/// accumulators per token and eight rows, which as sixteen-row 512-bit vectors would be
+/// float code that only an AVX-512 host could test. The eight-row tile's float code is
+/// the AVX2 tile's, which every x86 host tests, and its integers (`vpdpbusd`) are exact,
+/// so this is bit-identical to the reference by construction.
+macro_rules! pair_by_groups {
+    ($(#[$doc:meta])* $name:ident, $w:ty, $x:ty, $tile:path, $xp:ident: $p:ty) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has them (the token argument proves it).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        pub fn $name(
+            t: crate::isa::Avx512Token,
+            w: &[$w],
+            x: &[$x],
+            $xp: &[$p],
+            out_a: &mut [f32],
+            out_b: &mut [f32],
+        ) {
+            assert!(w.len().is_multiple_of(2), "two groups of blocks");
+            assert_eq!($xp.len(), x.len(), "one prepared element per activation block");
+            let (wa, wb) = w.split_at(w.len() / 2);
+            $tile(t, wa, x, out_a);
+            $tile(t, wb, x, out_b);
         }
-        for_each_token!(n < N {
-            let isum = _mm512_cvtepi32_ps(acc[n]);
-            // The reference's combine: (dw * dx) * isum + m * s, unfused.
-            let [dx, s] = xfb[n];
-            let v = _mm512_add_ps(
-                _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(dx)), isum),
-                _mm512_mul_ps(m, _mm512_set1_ps(s)),
-            );
-            sum[n] = _mm512_add_ps(sum[n], v);
-        });
-    }
-    store_halves(&sum, oa, ob);
+    };
 }
 
-pair_entry!(
+pair_by_groups!(
     /// Two consecutive Q4_1 row groups x Q8_1 activations, bit-identical to
-    /// [`crate::reference::quant_tile::tile2_q4_1_q8_1`]; `xf` holds each activation
-    /// block's `d` and `s` as f32 ([`crate::quant::q8_1_scales_f32`]).
+    /// [`crate::reference::quant_tile::tile2_q4_1_q8_1`]: the eight-row tile on each
+    /// group (see [`pair_by_groups`]). `xf` (each activation block's `d` and `s` as f32,
+    /// [`crate::quant::q8_1_scales_f32`]) is not read.
     /// shapes: w: (2 * nb,); x, xf: (T, nb); out_a, out_b: (T, 8)
     tile2_q4_1_q8_1,
     BlockQ4_1x8,
     BlockQ8_1,
-    q4_1_pair_n,
+    super::x86::avx512::tile_q4_1_q8_1::<0>,
     xf: [f32; 2]
 );
 
-/// `N` tokens of both Q8_0 groups, read from `xu` alone (the blocks of `x` made
-/// unsigned).   shapes: wa, wb: (nb,); xu: (N, nb); oa, ob: (N, 8)
-///
-/// AVX-512 has no byte `sign`, so instead of the eight-row bodies' `|w| * sign(x, w)` the
-/// activations are made unsigned: `sum (x + 128) w = sum x w + 128 sum w`, with
-/// `x + 128` in 0..=255 for every i8 (prepared once per product, `xu`) and `sum w` taken
-/// once per block by a `vpdpbusd` against ones. All integers are exact (four products of
-/// at most 255 * 128 per step), so `isum` is the reference's for any bytes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-#[inline]
-fn q8_0_pair_n<const N: usize>(
-    wa: &[BlockQ8_0x8],
-    wb: &[BlockQ8_0x8],
-    _: &[BlockQ8_0],
-    xu: &[BlockQ8_0Unsigned],
-    oa: &mut [f32],
-    ob: &mut [f32],
-) {
-    let nb = wa.len();
-    assert_eq!(wb.len(), nb, "groups of one width");
-    assert_eq!(xu.len(), N * nb, "N tokens of nb blocks");
-    let ones = _mm512_set1_epi8(1);
-    let mut sum = [_mm512_setzero_ps(); N];
-    for b in 0..nb {
-        let (ba, bb) = (&wa[b], &wb[b]);
-        // Token n's block b, unchecked, as in `q4_1_pair_n`.
-        // SAFETY: b < nb and n < N, so n * nb + b < N * nb, the length of `xu` (asserted).
-        let xb: [&BlockQ8_0Unsigned; N] =
-            std::array::from_fn(|n| unsafe { xu.get_unchecked(n * nb + b) });
-        prefetch_ahead(ba);
-        prefetch_ahead(bb);
-        // Chunk k: weights 4k..4k+4 of each row.
-        let q: [__m512i; 8] =
-            std::array::from_fn(|k| join(load32(&ba.qs[32 * k..]), load32(&bb.qs[32 * k..])));
-        let z = _mm512_setzero_si512();
-        let wsum = q
-            .iter()
-            .fold(z, |acc, &v| _mm512_dpbusd_epi32(acc, ones, v));
-        let offset = _mm512_slli_epi32::<7>(wsum);
-        let dw = join_ps(f16x8(&ba.d), f16x8(&bb.d));
-        for_each_token!(n < N {
-            let xu = |k: usize| bcast4_16u(&xb[n].qs, 4 * k);
-            let mut a = _mm512_dpbusd_epi32(z, xu(0), q[0]);
-            let mut c = _mm512_dpbusd_epi32(z, xu(1), q[1]);
-            for k in (2..8).step_by(2) {
-                a = _mm512_dpbusd_epi32(a, xu(k), q[k]);
-                c = _mm512_dpbusd_epi32(c, xu(k + 1), q[k + 1]);
-            }
-            let isum = _mm512_sub_epi32(_mm512_add_epi32(a, c), offset);
-            // The reference's combine: (dw * dx) * isum.
-            let dx = _mm512_set1_ps(xb[n].d);
-            let v = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum));
-            sum[n] = _mm512_add_ps(sum[n], v);
-        });
-    }
-    store_halves(&sum, oa, ob);
-}
-
-pair_entry!(
+pair_by_groups!(
     /// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
-    /// [`crate::reference::quant_tile::tile2_q8_0_q8_0`]; `xu` holds the activation
-    /// blocks made unsigned ([`crate::quant::q8_0_unsigned`]), which is all this kernel
-    /// reads of them (`x` gives the shapes).
+    /// [`crate::reference::quant_tile::tile2_q8_0_q8_0`] for activation quants in
+    /// -127..=127: the eight-row tile on each group (see [`pair_by_groups`]). `xu` (the
+    /// activation blocks made unsigned, [`crate::quant::q8_0_unsigned`]) is not read.
     /// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
     tile2_q8_0_q8_0,
     BlockQ8_0x8,
     BlockQ8_0,
-    q8_0_pair_n,
+    super::x86::avx512::tile_q8_0_q8_0::<0>,
     xu: BlockQ8_0Unsigned
 );
 
@@ -508,11 +397,12 @@ mod tests {
     use crate::quant::{Block, BlockQ8_0, BlockQ8_0Unsigned, q8_0_unsigned};
     use crate::reference::quant_tile as r;
 
-    /// Bytes the quantizers never write still give the reference's integers: weights and
-    /// activations of -128 and 127 (the unsigned-activation scheme's extremes).
+    /// Weight bytes at both extremes (-128, which the quantizers never write, and 127)
+    /// against activation quants at both ends of what they write (-127..=127) give the
+    /// reference's integers (the eight-row tiles' `|w| * sign(x, w)` is exact there).
     #[test]
     fn q8_0_pair_is_exact_at_the_byte_extremes() {
-        for (wq, xq) in [(-128i8, -128i8), (-128, 127), (127, -128), (127, 127)] {
+        for (wq, xq) in [(-128i8, -127i8), (-128, 127), (127, -127), (127, 127)] {
             let mut w = BlockQ8_0::ZERO;
             w.d = half::f16::from_f32(0.5);
             w.qs = [wq; 32];
