@@ -351,7 +351,7 @@ fn quantize_q8_activations(x: &[f32]) -> (f32, [i8; QK]) {
 }
 
 /// Quantizes activations to Q8_0 as ggml's x86 `quantize_row_q8_0` does (see
-/// [`quantize_q8_activations`]), the activation side of every dot product with Q8_0,
+/// `quantize_q8_activations`), the activation side of every dot product with Q8_0,
 /// Q4_0 or Q5_0 weights. Weights are quantized by [`quantize_row_q8_0`].
 ///
 /// # Panics

@@ -6,7 +6,7 @@
 //! sums. Q4_1 and Q8_0 keep ggml's float order too, as their references do: per block
 //! the eight exact sums of four products (one i32 lane each, straight out of
 //! `maddubs` + `madd`) are fused into eight f32 lanes by `dw * dx`, and
-//! [`hsum8_ps`] reduces them at the end. For the other formats each block's integer sum
+//! `hsum8_ps` reduces them at the end. For the other formats each block's integer sum
 //! is reduced to a scalar (for Q4_K one per pair of groups) and goes through the
 //! reference's float combination (`combine_*`, or for Q4_K and Q6_K ggml's order,
 //! `fma_q4k` and `fma_q6k`). Either way the result is bit-identical to the reference.
@@ -384,7 +384,7 @@ fn f16x8(v: [half::f16; 8]) -> __m256 {
 
 /// Q4_1 . Q8_1 in ggml's x86 order, bit-identical to [`r::vec_dot_q4_1_q8_1`]: lane `k`
 /// of `madd(maddubs(nibbles, q8), 1)` is the exact sum of the products of weights
-/// `4k..4k + 4` ([`nibbles32`] puts the weights in order), fused into lane `k` of the
+/// `4k..4k + 4` (`nibbles32` puts the weights in order), fused into lane `k` of the
 /// accumulator by `dw * dx`; the blocks' `m * s` are fused into one scalar in block
 /// order. The scales of eight blocks are converted (and `dw * dx` multiplied, the same
 /// IEEE product per lane) at a time.

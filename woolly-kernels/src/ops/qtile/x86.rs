@@ -10,7 +10,7 @@
 //! accumulators, vector `k` holding each row's accumulator `k`; per block, the exact sum
 //! of the four products of weights `4k..4k + 4` (one i32 lane per row: `dot4` of chunk
 //! `k` against four broadcast activation quants) is fused into vector `k` by `dw * dx`
-//! ([`fma_lanes`]); at the end [`hsum8_rows`] adds the eight vectors in `hsum_float_8`'s
+//! (`fma_lanes`); at the end `hsum8_rows` adds the eight vectors in `hsum_float_8`'s
 //! tree, lane by lane, and Q4_1 adds its `summs` vector, the blocks' `m * s` fused in
 //! block order. The fused multiply-adds are elementwise, so each lane is the reference's
 //! computation for its row: bit-identical results.

@@ -367,7 +367,7 @@ macro_rules! pair_by_groups {
 pair_by_groups!(
     /// Two consecutive Q4_1 row groups x Q8_1 activations, bit-identical to
     /// [`crate::reference::quant_tile::tile2_q4_1_q8_1`]: the eight-row tile on each
-    /// group (see [`pair_by_groups`]). `xf` (each activation block's `d` and `s` as f32,
+    /// group (see `pair_by_groups`). `xf` (each activation block's `d` and `s` as f32,
     /// [`crate::quant::q8_1_scales_f32`]) is not read.
     /// shapes: w: (2 * nb,); x, xf: (T, nb); out_a, out_b: (T, 8)
     tile2_q4_1_q8_1,
@@ -380,7 +380,7 @@ pair_by_groups!(
 pair_by_groups!(
     /// Two consecutive Q8_0 row groups x Q8_0 activations, bit-identical to
     /// [`crate::reference::quant_tile::tile2_q8_0_q8_0`] for activation quants in
-    /// -127..=127: the eight-row tile on each group (see [`pair_by_groups`]). `xu` (the
+    /// -127..=127: the eight-row tile on each group (see `pair_by_groups`). `xu` (the
     /// activation blocks made unsigned, [`crate::quant::q8_0_unsigned`]) is not read.
     /// shapes: w: (2 * nb,); x, xu: (T, nb); out_a, out_b: (T, 8)
     tile2_q8_0_q8_0,
