@@ -82,8 +82,8 @@ pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> __m128i {
 /// [`r::fma_q4k`] on vectors: one block's pair sums `isum` and `imin` (lane `p`: pair
 /// `p`) fused in pair order into `acc`, whose lane 0 is the reference's `acc` and lane 1
 /// its `accmin` (lanes 2 and 3 are scratch). The same roundings as the reference: the
-/// exact integers converted, the scale products rounded once (here, in scalar code), one
-/// fused multiply-add per pair and accumulator.
+/// exact integers and scales converted, the scale products rounded once, one fused
+/// multiply-add per pair and accumulator.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) fn fma_q4k_pairs(
@@ -93,8 +93,11 @@ pub(crate) fn fma_q4k_pairs(
     imin: __m128i,
     acc: __m128,
 ) -> __m128 {
-    let (d, dmin) = (w.d.to_f32() * x.d, w.dmin.to_f32() * x.d);
-    let dd = _mm_setr_ps(d, dmin, d, dmin);
+    // [d, dmin] as f32 with one `vcvtph2ps` (`half`'s scalar conversion would test the
+    // CPU's features on every call), times x.d: [d * d8, dmin * d8].
+    let bits = i32::from(w.d.to_bits()) | (i32::from(w.dmin.to_bits()) << 16);
+    let dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(x.d));
+    let dd = _mm_movelh_ps(dm, dm);
     let (is, im) = (_mm_cvtepi32_ps(isum), _mm_cvtepi32_ps(imin));
     // [is0, im0, is1, im1] and [is2, im2, is3, im3]: pair p's two sums in lanes 0 and 1
     // of `lo`, `movehl(lo)`, `hi`, `movehl(hi)` in turn.
