@@ -15,10 +15,11 @@
 //! gemv order, Q6_K in its per-lane or tiled (8+ tokens) order), the default takes one
 //! order for every batch so that a token's result never depends on its batch. This mode
 //! reproduces the batch-dependent choices too: a diagnostic, not a fast path (scalar,
-//! slow: `attend_f16`, `vec_dot_q4k_q8k`, [`TILED_MIN`]).
+//! slow: `attend_f16`, `vec_dot_q4k_q8k_gemv`, [`TILED_MIN`]).
 
 use half::f16;
-use woolly_kernels::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use woolly_kernels::reference::quant_dot::hsum8;
+use woolly_kernels::reference::reduce16;
 
 /// Whether the ggml-exact mode is on (`WOOLLY_GGML_EXACT` set, and not `0`).
 pub fn on() -> bool {
@@ -30,60 +31,6 @@ pub fn on() -> bool {
 pub fn covers(ty: woolly_kernels::GgmlType) -> bool {
     use woolly_kernels::GgmlType as T;
     matches!(ty, T::Q4_1 | T::Q8_0 | T::Q4K | T::Q6K)
-}
-
-/// `hsum_float_8`: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
-#[inline(always)]
-fn hsum8(a: [f32; 8]) -> f32 {
-    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-    (r[0] + r[2]) + (r[1] + r[3])
-}
-
-/// GCC's `_mm512_reduce_add_ps` tree over 16 lanes.
-#[inline(always)]
-pub fn reduce16(v: [f32; 16]) -> f32 {
-    let t3: [f32; 8] = std::array::from_fn(|i| v[8 + i] + v[i]);
-    let t6: [f32; 4] = std::array::from_fn(|i| t3[4 + i] + t3[i]);
-    (t6[0] + t6[2]) + (t6[1] + t6[3])
-}
-
-/// x86 `ggml_vec_dot_q4_1_q8_1` (AVX2 path): per block 8 exact sums of 4 products, FMA'd
-/// into 8 lanes by `d_w * d_x`; `hsum_float_8`; plus the offsets' sum, FMA-contracted.
-pub fn vec_dot_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut summs = 0f32;
-    for (w, x) in w.iter().zip(x) {
-        summs = w.m.to_f32().mul_add(x.s.to_f32(), summs);
-        let d = w.d.to_f32() * x.d.to_f32();
-        for (k, a) in acc.iter_mut().enumerate() {
-            let mut p = 0i32;
-            for j in 4 * k..4 * k + 4 {
-                let q = if j < 16 {
-                    w.qs[j] & 0xF
-                } else {
-                    w.qs[j - 16] >> 4
-                };
-                p += i32::from(q) * i32::from(x.qs[j]);
-            }
-            *a = d.mul_add(p as f32, *a);
-        }
-    }
-    hsum8(acc) + summs
-}
-
-/// x86 `ggml_vec_dot_q8_0_q8_0` (AVX2 path; tinyBLAS_Q0_AVX computes the same).
-pub fn vec_dot_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (w, x) in w.iter().zip(x) {
-        let d = w.d.to_f32() * x.d.to_f32();
-        for (k, a) in acc.iter_mut().enumerate() {
-            let p: i32 = (4 * k..4 * k + 4)
-                .map(|j| i32::from(w.qs[j]) * i32::from(x.qs[j]))
-                .sum();
-            *a = d.mul_add(p as f32, *a);
-        }
-    }
-    hsum8(acc)
 }
 
 /// `ggml_v_expf` (AVX-512 variant), one lane.
@@ -192,14 +139,14 @@ pub fn attend_f16(
     }
 }
 
-/// Q4_K x Q8_K as ggml's x86 repacked q4_K_8x8 gemv/gemm compute one output: per
-/// super-block the exact integer sums (scaled quants, and mins x bsums), FMA'd into two
-/// f32 accumulators by `d_w * d_x` and `dmin_w * d_x`; the result is their difference.
-/// `gemm`: tokens in whole groups of 4 (q4_K_8x8 gemm FMAs per 64 weights, not per 256).
-pub fn vec_dot_q4k_q8k(
+/// Q4_K x Q8_K as ggml's x86 repacked q4_K_8x8 gemv computes one output (tokens left
+/// over from whole groups of four): per super-block the exact integer sums (scaled
+/// quants, and mins x bsums), FMA'd into two f32 accumulators by `d_w * d_x` and
+/// `dmin_w * d_x`; the result is their difference. (Its gemm, per 64 weights, is
+/// Woolly's default: [`woolly_kernels::reference::quant_dot::vec_dot_q4k_q8k`].)
+pub fn vec_dot_q4k_q8k_gemv(
     w: &[woolly_kernels::quant::BlockQ4K],
     x: &[woolly_kernels::quant::BlockQ8K],
-    gemm: bool,
 ) -> f32 {
     let (mut acc, mut accmin) = (0f32, 0f32);
     for (w, x) in w.iter().zip(x) {
@@ -208,14 +155,6 @@ pub fn vec_dot_q4k_q8k(
             let (gsum, gmin) = woolly_kernels::reference::quant_dot::q4k_group_sums(w, x, g);
             isum += gsum;
             imin += gmin;
-            if gemm && g % 2 == 1 {
-                acc = (isum as f32).mul_add(w.d.to_f32() * x.d, acc);
-                accmin = (imin as f32).mul_add(w.dmin.to_f32() * x.d, accmin);
-                (isum, imin) = (0, 0);
-            }
-        }
-        if gemm {
-            continue;
         }
         acc = (isum as f32).mul_add(w.d.to_f32() * x.d, acc);
         accmin = (imin as f32).mul_add(w.dmin.to_f32() * x.d, accmin);
@@ -252,31 +191,7 @@ pub fn vec_dot_q6k_q8k(
     hsum8(acc)
 }
 
-/// ggml's "tiled" mul_mat (ggml-cpu/tiled, AVX-512 VNNI microkernel) for Q6_K, taken for
-/// batches of at least [`TILED_MIN`] tokens: per 256-weight slab the exact integer
-/// `sum_s sc[s] * (raw_s - 32 * bsum_s)`, times `d_w` in f32, then `buf += r * d_x`.
-pub fn vec_dot_q6k_q8k_tiled(
-    w: &[woolly_kernels::quant::BlockQ6K],
-    x: &[woolly_kernels::quant::BlockQ8K],
-) -> f32 {
-    use woolly_kernels::reference::quant_dot::q6k_quant;
-    let mut buf = 0f32;
-    for (w, x) in w.iter().zip(x) {
-        let mut s1 = 0i32;
-        for s in 0..16 {
-            let raw: i32 = (16 * s..16 * s + 16)
-                .map(|i| i32::from(q6k_quant(w, i)) * i32::from(x.qs[i]))
-                .sum();
-            s1 += i32::from(w.scales[s]) * (raw - 32 * i32::from(x.bsums[s]));
-        }
-        let r = s1 as f32 * w.d.to_f32();
-        // GCC contracts the epilogue `buf + r * d_x` (generic vector ops) to an FMA
-        // (measured: unfused does not reproduce llama.cpp).
-        buf = r.mul_add(x.d, buf);
-    }
-    buf
-}
-
-/// Batches from which ggml's mul_mat takes the tiled path (types it supports, not
-/// repacked): measured 6 tokens -> vec_dot, 14 and 37 -> tiled; 8 per the source.
+/// Batches from which ggml's mul_mat takes the tiled path for Q6_K (Woolly's default
+/// order, [`woolly_kernels::reference::quant_dot::vec_dot_q6k_q8k`]; types it supports,
+/// not repacked): measured 6 tokens -> vec_dot, 14 and 37 -> tiled; 8 per the source.
 pub const TILED_MIN: usize = 8;

@@ -150,21 +150,12 @@ fn row_dot(
     }
     let nb = n_in / ty.block_len().max(1);
     if crate::ggml_exact::on() {
+        // ggml's orders for the batch shapes where they differ from Woolly's default.
         match (ty, act) {
-            (GgmlType::Q8_0, Activations::Q8_0(a)) => {
-                return crate::ggml_exact::vec_dot_q8_0_q8_0(blk(w), rows(a, t, nb));
+            (GgmlType::Q4K, Activations::Q8K(a)) if t >= n_tok - n_tok % 4 => {
+                return crate::ggml_exact::vec_dot_q4k_q8k_gemv(blk(w), rows(a, t, nb));
             }
-            (GgmlType::Q4_1, Activations::Q8_1(a)) => {
-                return crate::ggml_exact::vec_dot_q4_1_q8_1(blk(w), rows(a, t, nb));
-            }
-            (GgmlType::Q4K, Activations::Q8K(a)) => {
-                let gemm = t < n_tok - n_tok % 4;
-                return crate::ggml_exact::vec_dot_q4k_q8k(blk(w), rows(a, t, nb), gemm);
-            }
-            (GgmlType::Q6K, Activations::Q8K(a)) => {
-                if n_tok >= crate::ggml_exact::TILED_MIN {
-                    return crate::ggml_exact::vec_dot_q6k_q8k_tiled(blk(w), rows(a, t, nb));
-                }
+            (GgmlType::Q6K, Activations::Q8K(a)) if n_tok < crate::ggml_exact::TILED_MIN => {
                 return crate::ggml_exact::vec_dot_q6k_q8k(blk(w), rows(a, t, nb));
             }
             _ => {}
