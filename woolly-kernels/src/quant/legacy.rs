@@ -313,8 +313,13 @@ fn quantize_q8(x: &[f32]) -> (f32, [i8; QK]) {
 /// # Panics
 /// If `src.len() != 32 * dst.len()`.
 pub fn quantize_row_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
+    q8_0_blocks(src, dst, quantize_q8);
+}
+
+/// Q8_0 blocks of `src`, each block's scale and quants from `quantize`.
+fn q8_0_blocks(src: &[f32], dst: &mut [BlockQ8_0], quantize: fn(&[f32]) -> (f32, [i8; QK])) {
     for (x, y) in input_chunks(GgmlType::Q8_0, src, dst.len()).zip(dst) {
-        let (d, qs) = quantize_q8(x);
+        let (d, qs) = quantize(x);
         y.d = f16::from_f32(d);
         y.qs = qs;
     }
@@ -325,8 +330,14 @@ pub fn quantize_row_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
 /// # Panics
 /// If `src.len() != 32 * dst.len()`.
 pub fn quantize_row_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
+    q8_1_blocks(src, dst, quantize_q8);
+}
+
+/// Q8_1 blocks of `src`, each block's scale and quants from `quantize`, and
+/// `s = d * sum(q)`.
+fn q8_1_blocks(src: &[f32], dst: &mut [BlockQ8_1], quantize: fn(&[f32]) -> (f32, [i8; QK])) {
     for (x, y) in input_chunks(GgmlType::Q8_1, src, dst.len()).zip(dst) {
-        let (d, qs) = quantize_q8(x);
+        let (d, qs) = quantize(x);
         let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
         y.d = f16::from_f32(d);
         y.s = f16::from_f32(sum as f32 * d);
@@ -357,11 +368,7 @@ fn quantize_q8_activations(x: &[f32]) -> (f32, [i8; QK]) {
 /// # Panics
 /// If `src.len() != 32 * dst.len()`.
 pub fn quantize_activations_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
-    for (x, y) in input_chunks(GgmlType::Q8_0, src, dst.len()).zip(dst) {
-        let (d, qs) = quantize_q8_activations(x);
-        y.d = f16::from_f32(d);
-        y.qs = qs;
-    }
+    q8_0_blocks(src, dst, quantize_q8_activations);
 }
 
 /// Quantizes activations to Q8_1 as ggml's x86 `quantize_row_q8_1` does: as
@@ -370,13 +377,7 @@ pub fn quantize_activations_q8_0(src: &[f32], dst: &mut [BlockQ8_0]) {
 /// # Panics
 /// If `src.len() != 32 * dst.len()`.
 pub fn quantize_activations_q8_1(src: &[f32], dst: &mut [BlockQ8_1]) {
-    for (x, y) in input_chunks(GgmlType::Q8_1, src, dst.len()).zip(dst) {
-        let (d, qs) = quantize_q8_activations(x);
-        let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
-        y.d = f16::from_f32(d);
-        y.s = f16::from_f32(d * sum as f32);
-        y.qs = qs;
-    }
+    q8_1_blocks(src, dst, quantize_q8_activations);
 }
 
 #[cfg(test)]
