@@ -30,6 +30,9 @@ pub struct Tiles {
     pub q8_0: qtile::tile_q8_0_q8_0::Selected,
     /// Q4_K rows x Q8_K activations.
     pub q4k: qtile::tile_q4k_q8k::Selected,
+    /// Q4_K rows x Q8_K activations in ggml's gemv order, for the tokens the caller
+    /// marks [`crate::Q4kOrder::Gemv`].
+    pub q4k_gemv: qtile::tile_q4k_q8k_gemv::Selected,
     /// Q6_K rows x Q8_K activations.
     pub q6k: qtile::tile_q6k_q8k::Selected,
     /// Two Q4_K row groups at once, where that beats two [`Tiles::q4k`] calls (AVX-512:
@@ -52,6 +55,7 @@ impl Tiles {
             q4_1: qtile::tile_q4_1_q8_1::select(isa, &[]),
             q8_0: qtile::tile_q8_0_q8_0::select(isa, &[]),
             q4k: qtile::tile_q4k_q8k::select(isa, &[]),
+            q4k_gemv: qtile::tile_q4k_q8k_gemv::select(isa, &[]),
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
             q6k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q6k_q8k::select(isa, &[])),
@@ -97,6 +101,8 @@ pub struct Kernels {
     pub quantize_q8_1: quantize::quantize_q8_1::Selected,
     /// Q4_K . Q8_K.
     pub vec_dot_q4k_q8k: qdot::vec_dot_q4k_q8k::Selected,
+    /// Q4_K . Q8_K in ggml's gemv order ([`crate::Q4kOrder::Gemv`]).
+    pub vec_dot_q4k_q8k_gemv: qdot::vec_dot_q4k_q8k_gemv::Selected,
     /// Q6_K . Q8_K.
     pub vec_dot_q6k_q8k: qdot::vec_dot_q6k_q8k::Selected,
     /// Q8_0 . Q8_0.
@@ -143,6 +149,7 @@ impl Kernels {
             quantize_q8_0: quantize::quantize_q8_0::select(isa, &[]),
             quantize_q8_1: quantize::quantize_q8_1::select(isa, &[]),
             vec_dot_q4k_q8k: qdot::vec_dot_q4k_q8k::select(isa, &[]),
+            vec_dot_q4k_q8k_gemv: qdot::vec_dot_q4k_q8k_gemv::select(isa, &[]),
             vec_dot_q6k_q8k: qdot::vec_dot_q6k_q8k::select(isa, &[]),
             vec_dot_q8_0_q8_0: qdot::vec_dot_q8_0_q8_0::select(isa, &[]),
             vec_dot_q4_0_q8_0: qdot::vec_dot_q4_0_q8_0::select(isa, &[]),

@@ -34,7 +34,7 @@ pub mod testing;
 
 pub use dispatch::{Dims, Kernels};
 pub use isa::Isa;
-pub use ops::matvec::{MatvecError, matmul, matvec};
+pub use ops::matvec::{MatvecError, Q4kOrder, matmul, matvec};
 pub use quant::GgmlType;
 
 /// The length of a kernel dimension: the const `D` of a specialized variant (checked

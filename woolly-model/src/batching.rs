@@ -20,7 +20,9 @@
 //! 2. Every request that is generating contributes its last sampled token; requests
 //!    still reading their prompt contribute a chunk of at most `prefill_chunk` prompt
 //!    tokens each, in turn, up to `max_batch_tokens` in all (chunked prefill: a long
-//!    prompt never stalls the others for more than a chunk).
+//!    prompt never stalls the others for more than a chunk). Every chunk but a prompt's
+//!    last holds whole groups of four tokens, so that the prompt's tokens compute as in
+//!    one batch (`forward::q4k_orders`).
 //! 3. One [`Model::forward`] over that batch: each weight is read once per step for every
 //!    sequence.
 //! 4. Each request whose logits came out samples its next token with its own
@@ -411,9 +413,11 @@ impl Scheduler {
     ) -> Result<(SchedulerHandle, Scheduler), KvCacheError> {
         opts.parallel = opts.parallel.max(1);
         opts.n_ctx = opts.n_ctx.max(2);
-        // Every generating request puts one token in each step.
-        opts.max_batch_tokens = opts.max_batch_tokens.max(opts.parallel);
-        opts.prefill_chunk = opts.prefill_chunk.clamp(1, opts.max_batch_tokens);
+        // Every generating request puts one token in each step, and a prompt's chunks
+        // hold whole groups of four tokens (see `build_batch`): room for a group beside
+        // every other request's token.
+        opts.max_batch_tokens = opts.max_batch_tokens.max(opts.parallel + 3);
+        opts.prefill_chunk = opts.prefill_chunk.clamp(4, opts.max_batch_tokens);
         let kv = model.new_cache(opts.parallel, opts.n_ctx, opts.kv_type, opts.kv_limit_bytes)?;
         let scratch = model.new_scratch(opts.max_batch_tokens, opts.n_ctx);
         let (tx, rx) = mpsc::channel();
@@ -613,7 +617,16 @@ impl Scheduler {
             };
             let done = slot.tokens.len();
             let rest = &job.req.prompt[done..];
-            let take = rest.len().min(self.opts.prefill_chunk).min(budget);
+            let mut take = rest.len().min(self.opts.prefill_chunk).min(budget);
+            if take < rest.len() {
+                // Whole groups of four before the prompt's last chunk, so that its tokens
+                // take the Q4_K orders they take in one batch (`forward::q4k_orders`),
+                // whatever the load: the text `generate` gives.
+                take -= take % 4;
+                if take == 0 {
+                    continue;
+                }
+            }
             for (k, &token) in rest[..take].iter().enumerate() {
                 let last = done + k + 1 == job.req.prompt.len();
                 self.batch.push(BatchToken {

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use woolly_kernels::quant::dequantize_row;
-use woolly_kernels::{Kernels, team};
+use woolly_kernels::{Kernels, Q4kOrder, team};
 
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::kv_cache::{KvCache, KvView};
@@ -81,6 +81,13 @@ pub struct Scratch {
     rope_sin: Vec<f32>,
     /// (sequence, next position) per sequence of the batch being validated.
     seq_next: Vec<(usize, usize)>,
+    /// ggml's Q4_K order of each token of the batch, and of each token that wants
+    /// logits (the rows of the last layer's feed-forward and of the output); see
+    /// [`q4k_orders`].
+    orders: Vec<Q4kOrder>,
+    logit_orders: Vec<Q4kOrder>,
+    /// (sequence, its tokens in the rows, those assigned so far): [`q4k_orders`]'s count.
+    seq_rows: Vec<(usize, usize, usize)>,
     /// Buffers of the projections.
     lin: LinearScratch,
     /// (n_logits, n_embd) final hidden states of the tokens that want logits.
@@ -112,6 +119,9 @@ impl Scratch {
             rope_cos: Vec::new(),
             rope_sin: Vec::new(),
             seq_next: Vec::with_capacity(n),
+            orders: Vec::with_capacity(n),
+            logit_orders: Vec::with_capacity(n),
+            seq_rows: Vec::with_capacity(n),
             lin: LinearScratch::default(),
             hidden: Vec::new(),
             logits: Vec::new(),
@@ -589,13 +599,17 @@ pub fn forward(
     s: &mut Scratch,
 ) -> Result<(), ForwardError> {
     let runs_on = validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
+    // The orders of the whole batch, whatever sub-batches it runs in.
+    q4k_orders(batch.iter().map(|t| t.seq), &mut s.seq_rows, &mut s.orders);
+    let logit_seqs = batch.iter().filter(|t| t.logits).map(|t| t.seq);
+    q4k_orders(logit_seqs, &mut s.seq_rows, &mut s.logit_orders);
     let sub_batch = model.sub_batch();
     if !runs_on || crate::ggml_exact::on() || batch.len() <= sub_batch {
-        return forward_sub_batch(model, batch, kv, s, 0);
+        return forward_sub_batch(model, batch, kv, s, (0, 0));
     }
     let mut rows = 0;
     for (k, sub) in batch.chunks(sub_batch).enumerate() {
-        forward_sub_batch(model, sub, kv, s, rows).map_err(|e| match e {
+        forward_sub_batch(model, sub, kv, s, (k * sub_batch, rows)).map_err(|e| match e {
             ForwardError::NonFinite { index } => ForwardError::NonFinite {
                 index: index + k * sub_batch,
             },
@@ -606,19 +620,58 @@ pub fn forward(
     Ok(())
 }
 
-/// [`forward`] on a validated batch, its logits written from row `first_row` of
+/// ggml's choice of Q4_K order ([`Q4kOrder`]) for the rows of a matrix product, given
+/// each row's sequence in order: of a sequence's `c` rows, the first `c - c % 4` (whole
+/// groups of four) take the gemm order and the rest the gemv order, as llama.cpp does
+/// for a batch of one sequence (a decoded token alone is gemv). Counted per sequence, a
+/// token's order does not depend on the other sequences in the batch; callers that
+/// split a prompt into batches split it at multiples of four (as `n_batch` = 512 does),
+/// so that its tokens take the orders of one whole batch.
+fn q4k_orders(
+    seqs: impl Iterator<Item = usize> + Clone,
+    counts: &mut Vec<(usize, usize, usize)>,
+    orders: &mut Vec<Q4kOrder>,
+) {
+    counts.clear();
+    for seq in seqs.clone() {
+        match counts.iter_mut().find(|c| c.0 == seq) {
+            Some(c) => c.1 += 1,
+            None => counts.push((seq, 1, 0)),
+        }
+    }
+    orders.clear();
+    for seq in seqs {
+        let c = counts
+            .iter_mut()
+            .find(|c| c.0 == seq)
+            .expect("counted above");
+        orders.push(if c.2 < c.1 - c.1 % 4 {
+            Q4kOrder::Gemm
+        } else {
+            Q4kOrder::Gemv
+        });
+        c.2 += 1;
+    }
+}
+
+/// [`forward`] on a validated batch, whose first token is token `first.0` of the whole
+/// batch (for [`Scratch::orders`]), its logits written from row `first.1` of
 /// [`Scratch::logits`] on (the rows before it are kept).
 fn forward_sub_batch(
     model: &Model,
     batch: &[BatchToken],
     kv: &mut KvCache,
     s: &mut Scratch,
-    first_row: usize,
+    first: (usize, usize),
 ) -> Result<(), ForwardError> {
     let cfg = model.config();
     s.fit(cfg, batch.len());
     let w = model.weights();
     let n = batch.len();
+    let first_row = first.1;
+    let orders = &s.orders[first.0..first.0 + n];
+    let n_logits = batch.iter().filter(|t| t.logits).count();
+    let logit_orders = &s.logit_orders[first_row..first_row + n_logits];
     let (d, kv_dim, ff) = (cfg.n_embd, cfg.kv_dim(), cfg.n_ff);
     let data = |wt: &Weight| model.weight_data(wt);
     let norms = model.norms();
@@ -677,6 +730,7 @@ fn forward_sub_batch(
                 &mut s.k[..n * kv_dim],
                 &mut s.v[..n * kv_dim],
             ],
+            orders,
             &mut s.lin,
         );
         rope_batch(
@@ -711,17 +765,20 @@ fn forward_sub_batch(
             &s.xb[..n * d],
             n,
             &mut s.xb2[..n * d],
+            orders,
             &mut s.lin,
         );
         // The last layer's feed-forward runs on the rows that want logits only, moved to
         // the front (as llama.cpp does): nothing else reads the other rows, and a row's
         // result does not depend on the others.
         let compact = l + 1 == w.layers.len();
-        let nf = if compact {
+        let (nf, f_orders) = if compact {
             add_residual(&mut s.x[..n * d], &s.xb2[..n * d]);
-            compact_logit_rows(batch, &mut s.x, d).max(1)
+            let m = compact_logit_rows(batch, &mut s.x, d);
+            // No logits: one row nobody reads, in either order.
+            (m.max(1), logit_orders)
         } else {
-            n
+            (n, orders)
         };
         // Feed-forward block: SwiGLU.
         add_rmsnorm(
@@ -738,6 +795,7 @@ fn forward_sub_batch(
             &s.xb[..nf * d],
             nf,
             &mut [&mut s.gate[..nf * ff], &mut s.up[..nf * ff]],
+            f_orders,
             &mut s.lin,
         );
         swiglu(
@@ -753,6 +811,7 @@ fn forward_sub_batch(
             &s.gate[..nf * ff],
             nf,
             &mut s.xb2[..nf * d],
+            f_orders,
             &mut s.lin,
         );
         if compact {
@@ -781,6 +840,7 @@ fn forward_sub_batch(
             &s.hidden,
             m,
             &mut s.logits[logits_at..],
+            logit_orders,
             &mut s.lin,
         );
     }
@@ -802,38 +862,55 @@ mod tests {
     use crate::kv_cache::KvType;
     use crate::paths::conformance_file;
 
-    /// Every token's logits, `tokens` of sequence 0 evaluated as one batch or one token at
-    /// a time, in a pool of `threads`.
-    fn logits(model: &Model, tokens: &[u32], threads: usize, one_by_one: bool) -> Vec<f32> {
+    /// Every token's logits, `tokens` of sequence 0 evaluated in batches of `chunk`
+    /// tokens, in a pool of `threads`; with `other`, each batch also holds that many
+    /// tokens of sequence 1, interleaved with sequence 0's.
+    fn logits(
+        model: &Model,
+        tokens: &[u32],
+        threads: usize,
+        chunk: usize,
+        other: usize,
+    ) -> Vec<f32> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         pool.install(|| {
             let n = tokens.len();
-            let mut kv = model.new_cache(1, n, KvType::F16, u128::MAX).unwrap();
-            let mut s = model.new_scratch(n, n);
-            let batch: Vec<BatchToken> = (0..n)
-                .map(|pos| BatchToken {
-                    token: tokens[pos],
-                    pos,
-                    seq: 0,
-                    logits: true,
-                })
-                .collect();
-            if one_by_one {
-                let mut all = Vec::new();
-                for t in &batch {
-                    model
-                        .forward(std::slice::from_ref(t), &mut kv, &mut s)
-                        .unwrap();
-                    all.extend_from_slice(s.logits());
+            let n_ctx = n + other * n.div_ceil(chunk);
+            let mut kv = model.new_cache(2, n_ctx, KvType::F16, u128::MAX).unwrap();
+            let mut s = model.new_scratch(chunk + other, n_ctx);
+            let (mut all, mut pos1) = (Vec::new(), 0);
+            for (c, part) in tokens.chunks(chunk).enumerate() {
+                let mut batch = Vec::new();
+                for (i, &token) in part.iter().enumerate() {
+                    let pos = c * chunk + i;
+                    batch.push(BatchToken {
+                        token,
+                        pos,
+                        seq: 0,
+                        logits: true,
+                    });
+                    if i < other {
+                        let token = tokens[(pos * 31) % n];
+                        batch.push(BatchToken {
+                            token,
+                            pos: pos1,
+                            seq: 1,
+                            logits: i % 2 == 0,
+                        });
+                        pos1 += 1;
+                    }
                 }
-                all
-            } else {
                 model.forward(&batch, &mut kv, &mut s).unwrap();
-                s.logits().to_vec()
+                // Sequence 0's rows of the logits, in batch order.
+                let rows = batch.iter().filter(|t| t.logits).zip(0..);
+                for (_, r) in rows.filter(|(t, _)| t.seq == 0) {
+                    all.extend_from_slice(s.logits_row(r));
+                }
             }
+            all
         })
     }
 
@@ -931,8 +1008,11 @@ mod tests {
     }
 
     /// A token's logits are the same bits whatever the thread count and whatever else is
-    /// in its batch: attention tasks are split over threads, never a task's arithmetic,
-    /// and a long batch runs as sub-batches whose logits rows follow one another.
+    /// in its batch: attention tasks are split over threads, never a task's arithmetic;
+    /// a long batch runs as sub-batches whose logits rows follow one another; a prompt
+    /// split into batches of whole groups of four computes as one batch; another
+    /// sequence's tokens in the batch change nothing. One token at a time differs (Q4_K
+    /// in ggml's gemv order), slightly.
     #[test]
     fn logits_do_not_depend_on_threads_or_batch() {
         let model = Model::load(conformance_file("models/tiny-q4km.gguf")).unwrap();
@@ -940,17 +1020,56 @@ mod tests {
         // Long enough for the attention of the batch to be split over threads, and for
         // several sub-batches (the last one short).
         let tokens: Vec<u32> = (0..150).map(|i| 1 + (i * 7919) % 31_000).collect();
-        let one = logits(&model, &tokens, 1, false);
+        let one = logits(&model, &tokens, 1, 150, 0);
         for threads in [2, 3, 5] {
             assert!(
-                one == logits(&model, &tokens, threads, false),
+                one == logits(&model, &tokens, threads, 150, 0),
                 "{threads} threads"
             );
         }
         assert_eq!(one.len(), tokens.len() * model.config().n_vocab);
+        assert!(one == logits(&model, &tokens, 2, 8, 0), "batches of 8");
         assert!(
-            one == logits(&model, &tokens, 2, true),
-            "one token at a time"
+            one == logits(&model, &tokens, 2, 150, 37),
+            "with sequence 1"
         );
+        assert!(
+            one == logits(&model, &tokens, 2, 12, 5),
+            "12 with 5 of sequence 1"
+        );
+        let by_one = logits(&model, &tokens, 2, 1, 0);
+        assert!(one != by_one, "one token at a time takes the gemv order");
+        // Differences of f32 rounding, amplified by the 8-bit activations: RMS / std.
+        let mean = one.iter().sum::<f32>() / one.len() as f32;
+        let var = one.iter().map(|a| (a - mean).powi(2)).sum::<f32>();
+        let err = one
+            .iter()
+            .zip(&by_one)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>();
+        let nrmse = (err / var).sqrt();
+        assert!(nrmse < 0.02, "one at a time: NRMSE {nrmse}");
+    }
+
+    /// ggml's grouping, per sequence: whole groups of four of a sequence's rows are gemm,
+    /// its remaining rows (a lone decoded token among them) gemv.
+    #[test]
+    fn q4k_orders_group_each_sequence_in_fours() {
+        use Q4kOrder::{Gemm as M, Gemv as V};
+        let (mut counts, mut orders) = (Vec::new(), Vec::new());
+        for (seqs, want) in [
+            (vec![0], vec![V]),
+            (vec![0, 0, 0, 0], vec![M, M, M, M]),
+            (vec![0, 0, 0, 0, 0, 0], vec![M, M, M, M, V, V]),
+            (vec![3, 0, 0, 7, 0, 0, 0], vec![V, M, M, V, M, M, V]),
+            (
+                vec![1, 2, 1, 2, 1, 2, 1, 2, 1],
+                vec![M, M, M, M, M, M, M, M, V],
+            ),
+            (vec![1, 2, 1, 2, 2, 1, 2], vec![V, M, V, M, M, V, M]),
+        ] {
+            q4k_orders(seqs.iter().copied(), &mut counts, &mut orders);
+            assert_eq!(orders, want, "{seqs:?}");
+        }
     }
 }

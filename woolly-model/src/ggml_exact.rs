@@ -6,16 +6,18 @@
 //! xtask ci`). Each function was checked against llama.cpp's own intermediate tensors,
 //! dumped through its eval callback.
 //!
-//! Woolly's default arithmetic is ggml's too, in its fast kernels, wherever ggml's does
-//! not depend on the batch: activations quantized with `127 / amax` and ties to even;
-//! the legacy dots' 8-lane FMA order; RMSNorm's sum in f64; RoPE with FMAs; `exp` as
-//! ggml's `ggml_v_expf` in softmax and SiLU; attention in tinyBLAS's 16-lane order with
-//! Q and the softmax weights rounded to f16. Where ggml's order depends on the batch
-//! (attention for a single token, Q4_K in its repacked gemm (groups of four tokens) or
-//! gemv order, Q6_K in its per-lane or tiled (8+ tokens) order), the default takes one
-//! order for every batch so that a token's result never depends on its batch. This mode
-//! reproduces the batch-dependent choices too: a diagnostic, not a fast path (scalar,
-//! slow: `attend_f16`, `vec_dot_q4k_q8k_gemv`, [`TILED_MIN`]).
+//! Woolly's default arithmetic is ggml's too, in its fast kernels: activations quantized
+//! with `127 / amax` and ties to even; the legacy dots' 8-lane FMA order; Q4_K in the
+//! repacked kernels' gemm order for whole groups of four of a sequence's tokens and
+//! their gemv order for the rest, a decoded token among them
+//! ([`woolly_kernels::Q4kOrder`], chosen in `forward.rs` as ggml chooses); Q6_K in its
+//! tiled order; RMSNorm's sum in f64; RoPE with FMAs; `exp` as ggml's `ggml_v_expf` in
+//! softmax and SiLU; attention in tinyBLAS's 16-lane order with Q and the softmax weights
+//! rounded to f16. Where ggml's order depends on the whole batch's size (attention for a
+//! single token, Q6_K in its per-lane order below [`TILED_MIN`] tokens), the default
+//! takes one order for every batch, so that a token's result does not depend on the
+//! other sequences in its batch. This mode reproduces those choices too: a diagnostic,
+//! not a fast path (scalar, slow: `attend_f16`, `vec_dot_q6k_q8k`).
 
 use half::f16;
 use woolly_kernels::reference::quant_dot::hsum8;
@@ -31,6 +33,11 @@ pub fn on() -> bool {
 pub fn covers(ty: woolly_kernels::GgmlType) -> bool {
     use woolly_kernels::GgmlType as T;
     matches!(ty, T::Q4_1 | T::Q8_0 | T::Q4K | T::Q6K)
+}
+pub fn exp(op: &str) -> bool {
+    std::env::var("WOOLLY_EXP_OPS")
+        .map(|v| v.contains(op))
+        .unwrap_or(true)
 }
 
 /// `ggml_v_expf` (AVX-512 variant), one lane.
@@ -137,29 +144,6 @@ pub fn attend_f16(
             *o = dot(&x, &|p| w[p], n_pos);
         }
     }
-}
-
-/// Q4_K x Q8_K as ggml's x86 repacked q4_K_8x8 gemv computes one output (tokens left
-/// over from whole groups of four): per super-block the exact integer sums (scaled
-/// quants, and mins x bsums), FMA'd into two f32 accumulators by `d_w * d_x` and
-/// `dmin_w * d_x`; the result is their difference. (Its gemm, per 64 weights, is
-/// Woolly's default: [`woolly_kernels::reference::quant_dot::vec_dot_q4k_q8k`].)
-pub fn vec_dot_q4k_q8k_gemv(
-    w: &[woolly_kernels::quant::BlockQ4K],
-    x: &[woolly_kernels::quant::BlockQ8K],
-) -> f32 {
-    let (mut acc, mut accmin) = (0f32, 0f32);
-    for (w, x) in w.iter().zip(x) {
-        let (mut isum, mut imin) = (0i32, 0i32);
-        for g in 0..8 {
-            let (gsum, gmin) = woolly_kernels::reference::quant_dot::q4k_group_sums(w, x, g);
-            isum += gsum;
-            imin += gmin;
-        }
-        acc = (isum as f32).mul_add(w.d.to_f32() * x.d, acc);
-        accmin = (imin as f32).mul_add(w.dmin.to_f32() * x.d, accmin);
-    }
-    acc - accmin
 }
 
 /// x86 `ggml_vec_dot_q6_K_q8_K` (AVX2): lane k of 8 sums the scaled products of elements

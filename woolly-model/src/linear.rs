@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 
-use woolly_kernels::GgmlType;
 use woolly_kernels::dispatch::Kernels;
 use woolly_kernels::ops::matvec::MatmulScratch;
 use woolly_kernels::quant::{
@@ -14,6 +13,7 @@ use woolly_kernels::quant::{
     quantize_activations_q8_1, quantize_row_q8k,
 };
 use woolly_kernels::reference::quant_dot as qd;
+use woolly_kernels::{GgmlType, Q4kOrder};
 
 use crate::weights::Weight;
 
@@ -137,8 +137,8 @@ fn row_dot(
     ty: GgmlType,
     w: &[u8],
     act: &Activations,
-    t: usize,
-    n_tok: usize,
+    (t, n_tok): (usize, usize),
+    order: Q4kOrder,
     n_in: usize,
     row: &mut [f32],
 ) -> f32 {
@@ -149,20 +149,18 @@ fn row_dot(
         &v[t * per_row..(t + 1) * per_row]
     }
     let nb = n_in / ty.block_len().max(1);
-    if crate::ggml_exact::on() {
-        // ggml's orders for the batch shapes where they differ from Woolly's default.
-        match (ty, act) {
-            (GgmlType::Q4K, Activations::Q8K(a)) if t >= n_tok - n_tok % 4 => {
-                return crate::ggml_exact::vec_dot_q4k_q8k_gemv(blk(w), rows(a, t, nb));
-            }
-            (GgmlType::Q6K, Activations::Q8K(a)) if n_tok < crate::ggml_exact::TILED_MIN => {
-                return crate::ggml_exact::vec_dot_q6k_q8k(blk(w), rows(a, t, nb));
-            }
-            _ => {}
-        }
+    if crate::ggml_exact::on()
+        && let (GgmlType::Q6K, Activations::Q8K(a)) = (ty, act)
+        && n_tok < crate::ggml_exact::TILED_MIN
+    {
+        // ggml's per-lane order for batches too short for its tiled path.
+        return crate::ggml_exact::vec_dot_q6k_q8k(blk(w), rows(a, t, nb));
     }
     match (ty, act) {
-        (GgmlType::Q4K, Activations::Q8K(a)) => qd::vec_dot_q4k_q8k(blk(w), rows(a, t, nb)),
+        (GgmlType::Q4K, Activations::Q8K(a)) => match order {
+            Q4kOrder::Gemm => qd::vec_dot_q4k_q8k(blk(w), rows(a, t, nb)),
+            Q4kOrder::Gemv => qd::vec_dot_q4k_q8k_gemv(blk(w), rows(a, t, nb)),
+        },
         (GgmlType::Q6K, Activations::Q8K(a)) => qd::vec_dot_q6k_q8k(blk(w), rows(a, t, nb)),
         (GgmlType::Q8_0, Activations::Q8_0(a)) => qd::vec_dot_q8_0_q8_0(blk(w), rows(a, t, nb)),
         (GgmlType::Q4_0, Activations::Q8_0(a)) => qd::vec_dot_q4_0_q8_0(blk(w), rows(a, t, nb)),
@@ -201,6 +199,9 @@ fn row_dot(
 /// The activations are first quantized to the format ggml pairs with the weight type
 /// (Q8_0, Q8_1, Q8_K or f16), and each product is the format's integer dot, as
 /// llama.cpp computes it, so both engines round alike.
+///
+/// `orders` gives each token's [`Q4kOrder`] (empty: all gemm); only Q4_K weights read it.
+#[expect(clippy::too_many_arguments, reason = "a matrix product's shapes")]
 pub(crate) fn matmul(
     kernels: &Kernels,
     w: &Weight,
@@ -208,27 +209,38 @@ pub(crate) fn matmul(
     x: &[f32],
     n_tok: usize,
     y: &mut [f32],
+    orders: &[Q4kOrder],
     ls: &mut LinearScratch,
 ) {
     debug_assert_eq!(x.len(), n_tok * w.n_in);
     debug_assert_eq!(y.len(), n_tok * w.n_out);
     if crate::ggml_exact::on() && crate::ggml_exact::covers(w.ty) {
-        reference_matmul(w, data, x, n_tok, y, ls);
+        reference_matmul(w, data, x, n_tok, y, orders, ls);
         return;
     }
     if let Some(packed) = &w.packed {
         kernels
-            .matmul_packed_with(&mut ls.kernel, packed, x, n_tok, y)
+            .matmul_packed_many_ordered_with(&mut ls.kernel, &[packed], x, n_tok, &mut [y], orders)
             .expect("weight shapes were checked at load");
         return;
     }
     if Kernels::supports(w.ty) {
         kernels
-            .matmul_with(&mut ls.kernel, w.ty, data, w.n_out, w.n_in, x, n_tok, y)
+            .matmul_ordered_with(
+                &mut ls.kernel,
+                w.ty,
+                data,
+                w.n_out,
+                w.n_in,
+                x,
+                n_tok,
+                y,
+                orders,
+            )
             .expect("weight shapes were checked at load");
         return;
     }
-    reference_matmul(w, data, x, n_tok, y, ls);
+    reference_matmul(w, data, x, n_tok, y, orders, ls);
 }
 
 /// `ys[i] = x W_i^T` for projections of the same input (a layer's q, k and v; its gate
@@ -240,6 +252,7 @@ pub(crate) fn matmul_many<const N: usize>(
     x: &[f32],
     n_tok: usize,
     ys: &mut [&mut [f32]; N],
+    orders: &[Q4kOrder],
     ls: &mut LinearScratch,
 ) {
     let act = |w: &Weight| w.packed.as_ref().map(|p| p.activation_type());
@@ -251,12 +264,12 @@ pub(crate) fn matmul_many<const N: usize>(
     {
         let packed = ws.map(|(w, _)| w.packed.as_deref().expect("checked above"));
         kernels
-            .matmul_packed_many_with(&mut ls.kernel, &packed, x, n_tok, ys)
+            .matmul_packed_many_ordered_with(&mut ls.kernel, &packed, x, n_tok, ys, orders)
             .expect("weight shapes were checked at load");
         return;
     }
     for ((w, data), y) in ws.into_iter().zip(ys.iter_mut()) {
-        matmul(kernels, w, data, x, n_tok, y, ls);
+        matmul(kernels, w, data, x, n_tok, y, orders, ls);
     }
 }
 
@@ -268,6 +281,7 @@ fn reference_matmul(
     x: &[f32],
     n_tok: usize,
     y: &mut [f32],
+    orders: &[Q4kOrder],
     ls: &mut LinearScratch,
 ) {
     let (n_in, n_out) = (w.n_in, w.n_out);
@@ -283,7 +297,8 @@ fn reference_matmul(
                 let r = task * ROWS_PER_TASK + i;
                 let src = &data[r * row_bytes..(r + 1) * row_bytes];
                 for (t, o) in out_row.iter_mut().enumerate() {
-                    *o = row_dot(w.ty, src, act, t, n_tok, n_in, row);
+                    let order = orders.get(t).copied().unwrap_or_default();
+                    *o = row_dot(w.ty, src, act, (t, n_tok), order, n_in, row);
                 }
             }
         })

@@ -247,7 +247,7 @@ fn same_seed_same_text_as_generate_whatever_else_runs() {
         "--parallel",
         "3",
         "--prefill-chunk",
-        "3",
+        "5",
     ]);
     let prompt = "The quick brown fox";
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_woolly-run"))

@@ -212,12 +212,12 @@ trait FloatBits: Copy {}
 impl FloatBits for f32 {}
 impl FloatBits for f16 {}
 
-/// `y[b][r] = dot(w[r], xq[b])` for every row `r` and batch row `b`; `yt` is the
+/// `y[b][r] = dot(w[r], xq[b], b)` for every row `r` and batch row `b`; `yt` is the
 /// scratch for a batch's transposed results.
 /// shapes: w: (rows, cols / W::BLOCK_LEN); xq: (batch, cols / X::BLOCK_LEN);
 /// y: (batch, rows)
 fn product<W: Block, X: Block>(
-    dot: impl Fn(&[W], &[X]) -> f32 + Sync + Send,
+    dot: impl Fn(&[W], &[X], usize) -> f32 + Sync + Send,
     w: &[W],
     rows: usize,
     xq: &[X],
@@ -230,7 +230,7 @@ fn product<W: Block, X: Block>(
     if batch == 1 {
         for_row_chunks(y, 1, w.len() * W::BLOCK_LEN, per_task, |r0, ys| {
             for (i, y) in ys.iter_mut().enumerate() {
-                *y = dot(&w[(r0 + i) * nb..][..nb], xq);
+                *y = dot(&w[(r0 + i) * nb..][..nb], xq, 0);
             }
         });
         return;
@@ -245,7 +245,7 @@ fn product<W: Block, X: Block>(
         for (i, yr) in ys.chunks_exact_mut(batch).enumerate() {
             let wr = &w[(r0 + i) * nb..][..nb];
             for (b, y) in yr.iter_mut().enumerate() {
-                *y = dot(wr, &xq[b * nx..][..nx]);
+                *y = dot(wr, &xq[b * nx..][..nx], b);
             }
         }
     });
@@ -370,6 +370,31 @@ pub(crate) fn check_len(
     }
 }
 
+/// Which of ggml's two accumulation orders a token's Q4_K products take. ggml chooses by
+/// the batch's shape: its repacked Q4_K kernels take whole groups of four tokens through
+/// their gemm ([`crate::reference::quant_dot::vec_dot_q4k_q8k`]) and the tokens left over,
+/// a single decoded token among them, through their gemv
+/// ([`crate::reference::quant_dot::vec_dot_q4k_q8k_gemv`]). The two differ in f32
+/// rounding only; choosing as ggml does reproduces llama.cpp's results bit for bit. The
+/// other formats have one order (their products ignore this).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Q4kOrder {
+    /// ggml's gemm order: tokens in whole groups of four.
+    #[default]
+    Gemm,
+    /// ggml's gemv order: the tokens left over from whole groups of four.
+    Gemv,
+}
+
+/// `orders` is empty or one per batch row.
+pub(crate) fn check_orders(orders: &[Q4kOrder], batch: usize) -> Result<(), MatvecError> {
+    if orders.is_empty() {
+        Ok(())
+    } else {
+        check_len("orders", orders.len(), batch)
+    }
+}
+
 impl Kernels {
     /// `y = W x` for a batch of `batch` activation rows: `y[b][r] = sum_c W[r][c] x[b][c]`.
     /// The activations are quantized to the weight type's partner format first (Q8_K for
@@ -421,12 +446,36 @@ impl Kernels {
         batch: usize,
         y: &mut [f32],
     ) -> Result<(), MatvecError> {
+        self.matmul_ordered_with(scratch, ty, w, rows, cols, x, batch, y, &[])
+    }
+
+    /// [`Kernels::matmul_with`] with each batch row's [`Q4kOrder`] (`orders` empty: all
+    /// [`Q4kOrder::Gemm`]); only Q4_K weights read it.
+    /// shapes: w: (rows, cols) in `ty`'s blocks; x: (batch, cols); y: (batch, rows);
+    /// orders: (batch,) or empty
+    ///
+    /// # Errors
+    /// As [`Kernels::matmul_with`], and `orders` of another length.
+    #[expect(clippy::too_many_arguments, reason = "a matrix product's shapes")]
+    pub fn matmul_ordered_with(
+        &self,
+        scratch: &mut MatmulScratch,
+        ty: GgmlType,
+        w: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+        batch: usize,
+        y: &mut [f32],
+        orders: &[Q4kOrder],
+    ) -> Result<(), MatvecError> {
         if !Kernels::supports(ty) {
             return Err(MatvecError::UnsupportedType(ty));
         }
         check_weights(ty, w, rows, cols)?;
         check_len("x", x.len(), batch * cols)?;
         check_len("y", y.len(), batch * rows)?;
+        check_orders(orders, batch)?;
         if rows == 0 || batch == 0 {
             return Ok(());
         }
@@ -440,45 +489,49 @@ impl Kernels {
         match ty {
             GgmlType::Q4K => {
                 let xq = quantize_rows(q8k, x, batch, |x, q| self.quantize_q8k.call(x, q));
-                let f = self.vec_dot_q4k_q8k;
+                let (gemm, gemv) = (self.vec_dot_q4k_q8k, self.vec_dot_q4k_q8k_gemv);
                 let w = weight_blocks::<BlockQ4K>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                let dot = |w: &[BlockQ4K], x: &[BlockQ8K], b: usize| match orders.get(b) {
+                    Some(Q4kOrder::Gemv) => gemv.call(w, x),
+                    _ => gemm.call(w, x),
+                };
+                product(dot, &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q6K => {
                 let xq = quantize_rows(q8k, x, batch, |x, q| self.quantize_q8k.call(x, q));
                 let f = self.vec_dot_q6k_q8k;
                 let w = weight_blocks::<BlockQ6K>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                product(|w, x, _| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q8_0 => {
                 let xq = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
                 let f = self.vec_dot_q8_0_q8_0;
                 let w = weight_blocks::<BlockQ8_0>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                product(|w, x, _| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q4_0 => {
                 let xq = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
                 let f = self.vec_dot_q4_0_q8_0;
                 let w = weight_blocks::<BlockQ4_0>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                product(|w, x, _| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q5_0 => {
                 let xq = quantize_rows(q8_0, x, batch, |x, q| self.quantize_q8_0.call(x, q));
                 let f = self.vec_dot_q5_0_q8_0;
                 let w = weight_blocks::<BlockQ5_0>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                product(|w, x, _| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q4_1 => {
                 let xq = quantize_rows(q8_1, x, batch, |x, q| self.quantize_q8_1.call(x, q));
                 let f = self.vec_dot_q4_1_q8_1;
                 let w = weight_blocks::<BlockQ4_1>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                product(|w, x, _| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::Q5_1 => {
                 let xq = quantize_rows(q8_1, x, batch, |x, q| self.quantize_q8_1.call(x, q));
                 let f = self.vec_dot_q5_1_q8_1;
                 let w = weight_blocks::<BlockQ5_1>(w);
-                product(|w, x| f.call(w, x), &w, rows, xq, batch, y, yt);
+                product(|w, x, _| f.call(w, x), &w, rows, xq, batch, y, yt);
             }
             GgmlType::F32 => {
                 let f = self.dot_f32;

@@ -12,8 +12,8 @@ use crate::dispatch::Kernels;
 use crate::huge_pages::HugePageBlocks;
 use crate::isa::Isa;
 use crate::ops::matvec::{
-    MatmulScratch, MatvecError, check_len, check_weights, for_tasks_with_stage,
-    quantize_rows_prepared, rows_per_task, stage_count, weight_blocks,
+    MatmulScratch, MatvecError, Q4kOrder, check_len, check_orders, check_weights,
+    for_tasks_with_stage, quantize_rows_prepared, rows_per_task, stage_count, weight_blocks,
 };
 use crate::quant::interleaved::{BlockQ4_1x8, BlockQ8_0x8, Interleave, ROWS, packed_blocks};
 use crate::quant::interleaved_k::{BlockQ4Kx8, BlockQ6Kx8};
@@ -320,8 +320,17 @@ impl PackedMatrix {
         true
     }
 
-    /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`.
-    fn tile(&self, k: &Kernels, g: usize, x: Quantized<'_>, t: (usize, usize), out: &mut [f32]) {
+    /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`, Q4_K in
+    /// `order`.
+    fn tile(
+        &self,
+        k: &Kernels,
+        g: usize,
+        x: Quantized<'_>,
+        t: (usize, usize),
+        out: &mut [f32],
+        order: Q4kOrder,
+    ) {
         let (groups, tiles) = (self.groups(), &k.tiles);
         match (&self.blocks, x) {
             (Packed::Q4_1(w), Quantized::Q8_1(x, _)) => {
@@ -334,7 +343,10 @@ impl PackedMatrix {
             }
             (Packed::Q4K(w), Quantized::Q8K(x, _)) => {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
-                tiles.q4k.call(w, x, out);
+                match order {
+                    Q4kOrder::Gemm => tiles.q4k.call(w, x, out),
+                    Q4kOrder::Gemv => tiles.q4k_gemv.call(w, x, out),
+                }
             }
             (Packed::Q6K(w), Quantized::Q8K(x, _)) => {
                 let (w, x) = parts(w, groups, (g, 1), x, t);
@@ -391,6 +403,28 @@ impl Kernels {
         batch: usize,
         ys: &mut [&mut [f32]],
     ) -> Result<(), MatvecError> {
+        self.matmul_packed_many_ordered_with(scratch, ws, x, batch, ys, &[])
+    }
+
+    /// [`Kernels::matmul_packed_many_with`] with each token's [`Q4kOrder`] (`orders`
+    /// empty: all [`Q4kOrder::Gemm`]), bit-identical to
+    /// [`Kernels::matmul_ordered_with`]. Only Q4_K matrices read it: each pass of tokens
+    /// runs as consecutive runs of one order.
+    /// shapes: ws\[i\]: (rows_i, cols); x: (batch, cols); ys\[i\]: (batch, rows_i);
+    /// orders: (batch,) or empty
+    ///
+    /// # Errors
+    /// As [`Kernels::matmul_packed_many_with`], and `orders` of another length.
+    pub fn matmul_packed_many_ordered_with(
+        &self,
+        scratch: &mut MatmulScratch,
+        ws: &[&PackedMatrix],
+        x: &[f32],
+        batch: usize,
+        ys: &mut [&mut [f32]],
+        orders: &[Q4kOrder],
+    ) -> Result<(), MatvecError> {
+        check_orders(orders, batch)?;
         let Some(first) = ws.first() else {
             return Err(MatvecError::Shape {
                 buffer: "ws",
@@ -486,6 +520,7 @@ impl Kernels {
         if yt.len() < n_stages {
             yt.resize(n_stages, 0.0);
         }
+        let gemv_any = orders.contains(&Q4kOrder::Gemv);
         let outputs = Outputs::new(ys);
         let matrix_of = |g: usize| start[..ws.len()].partition_point(|&s| s <= g) - 1;
         let n_tasks = groups.div_ceil(per_task);
@@ -507,6 +542,19 @@ impl Kernels {
                         let (gi, stride) = (g - start[i], batch * ROWS);
                         let (out, rest) = chunk[j * stride..].split_at_mut(stride);
                         let out = &mut out[t0 * ROWS..t1 * ROWS];
+                        if gemv_any && ws[i].ty == GgmlType::Q4K {
+                            // Runs of tokens of one order (no pair tile has the gemv one).
+                            let mut a = t0;
+                            while a < t1 {
+                                let order = orders[a];
+                                let b = (a + 1..t1).find(|&t| orders[t] != order).unwrap_or(t1);
+                                let run = &mut out[(a - t0) * ROWS..(b - t0) * ROWS];
+                                ws[i].tile(self, gi, xq, (a, b), run, order);
+                                a = b;
+                            }
+                            j += 1;
+                            continue;
+                        }
                         if j + 1 < n_groups && gi + 1 < ws[i].groups() {
                             let next = &mut rest[t0 * ROWS..t1 * ROWS];
                             if ws[i].tile_pair(self, gi, xq, (t0, t1), out, next) {
@@ -514,7 +562,7 @@ impl Kernels {
                                 continue;
                             }
                         }
-                        ws[i].tile(self, gi, xq, (t0, t1), out);
+                        ws[i].tile(self, gi, xq, (t0, t1), out, Q4kOrder::Gemm);
                         j += 1;
                     }
                 }
@@ -656,6 +704,67 @@ mod tests {
                         assert_eq!(got, want, "{ty} batch {batch} on {isa}");
                     }
                 }
+            });
+        }
+    }
+
+    /// With per-token orders, each token's row is the product in its own order: packed
+    /// and per-row products agree bit for bit on every ISA, Q4_K's two orders differ
+    /// (somewhere), and the other formats ignore the orders.
+    #[test]
+    fn ordered_products_take_each_tokens_order() {
+        let mut rng = TestRng::new(31);
+        for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::Q8_0] {
+            let (rows, cols) = (72, 768);
+            let mut w = vec![0u8; rows * cols / ty.block_len() * ty.block_bytes()];
+            quant::quantize_row(ty, &rng.f32s(rows * cols), &mut w).unwrap();
+            let packed = PackedMatrix::pack(ty, &w, rows, cols).unwrap().unwrap();
+            for_each_isa(&format!("ordered matmul {ty}"), |isa| {
+                let k = Kernels::select(isa);
+                let mut differ = false;
+                for batch in [1, 3, 6, 9, 67] {
+                    let x = rng.f32s(batch * cols);
+                    let orders: Vec<Q4kOrder> = (0..batch)
+                        .map(|_| match rng.range(0, 2) {
+                            0 => Q4kOrder::Gemm,
+                            _ => Q4kOrder::Gemv,
+                        })
+                        .collect();
+                    let mut by_order = Vec::new();
+                    for o in [Q4kOrder::Gemm, Q4kOrder::Gemv] {
+                        let mut y = vec![0.0; batch * rows];
+                        let all = vec![o; batch];
+                        let mut s = MatmulScratch::new();
+                        k.matmul_ordered_with(&mut s, ty, &w, rows, cols, &x, batch, &mut y, &all)
+                            .unwrap();
+                        by_order.push(y);
+                    }
+                    differ |= by_order[0] != by_order[1];
+                    // The orders differ by f32 rounding only.
+                    for (a, b) in by_order[0].iter().zip(&by_order[1]) {
+                        assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{ty}: {a} vs {b}");
+                    }
+                    let want: Vec<f32> = (0..batch * rows)
+                        .map(|i| by_order[usize::from(orders[i / rows] == Q4kOrder::Gemv)][i])
+                        .collect();
+                    let mut got = rng.f32s(batch * rows);
+                    let mut s = MatmulScratch::new();
+                    k.matmul_ordered_with(&mut s, ty, &w, rows, cols, &x, batch, &mut got, &orders)
+                        .unwrap();
+                    assert_eq!(got, want, "{ty} batch {batch} on {isa}, per-row");
+                    let mut got = rng.f32s(batch * rows);
+                    k.matmul_packed_many_ordered_with(
+                        &mut s,
+                        &[&packed],
+                        &x,
+                        batch,
+                        &mut [&mut got],
+                        &orders,
+                    )
+                    .unwrap();
+                    assert_eq!(got, want, "{ty} batch {batch} on {isa}, packed");
+                }
+                assert_eq!(differ, ty == GgmlType::Q4K, "{ty} on {isa}: orders differ");
             });
         }
     }

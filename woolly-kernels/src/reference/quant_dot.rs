@@ -23,9 +23,11 @@
 //!   the order of ggml's repacked `q4_K_8x8` kernels ([`fma_q4k`]): two accumulators, per
 //!   block and per pair of 32-weight groups in order, one fused multiply-add of the
 //!   pair's exact scaled sum by `d * d8` and one of its exact min sum by `dmin * d8`;
-//!   the result is their difference. ggml takes it for groups of four tokens (its gemm);
-//!   Woolly takes it for every batch, single tokens included, so that a token's result
-//!   does not depend on the batch it is in. Q6_K takes the order of ggml's tiled
+//!   the result is their difference. ggml takes it for whole groups of four tokens (its
+//!   gemm), and for the tokens left over (a single decoded token among them) its gemv
+//!   order, one fused multiply-add of each block's whole integer sums
+//!   ([`vec_dot_q4k_q8k_gemv`]). Woolly has both, and the model chooses per token as
+//!   ggml does, by the token's place among its own sequence's tokens in the batch. Q6_K takes the order of ggml's tiled
 //!   mul_mat ([`fma_q6k`]): per block, the exact integer sum times `d` rounded, then
 //!   fused into the running sum by `d8`.
 //! - The other formats combine each block's integers once (`combine_*`, one rounded f32
@@ -99,6 +101,45 @@ pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
         fma_q4k(w, x, isum, imin, &mut acc, &mut accmin);
     }
     acc - accmin
+}
+
+/// Q4_K weights . Q8_K activations in ggml's **gemv** order, the order of its repacked
+/// `q4_K_8x8` kernels for the tokens left over from whole groups of four (a single
+/// decoded token among them): per block, the exact integer sums of all eight groups
+/// (`sc * dot` and `m * bsum32` of [`q4k_group_sums`]), then `acc = fma(isum, d * d8,
+/// acc)` and `accmin = fma(imin, dmin * d8, accmin)`, each scale product rounded once;
+/// the result is `acc - accmin`. [`vec_dot_q4k_q8k`] is the gemm order.
+/// shapes: w, x: (n_blocks,) of 256 weights
+pub fn vec_dot_q4k_q8k_gemv(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    assert_eq!(w.len(), x.len());
+    let (mut acc, mut accmin) = (0.0f32, 0.0f32);
+    for (w, x) in w.iter().zip(x) {
+        let (mut isum, mut imin) = ([0i32; 4], [0i32; 4]);
+        for g in 0..QK_K / 32 {
+            let (gsum, gmin) = q4k_group_sums(w, x, g);
+            isum[g / 2] += gsum;
+            imin[g / 2] += gmin;
+        }
+        fma_q4k_gemv(w, x, isum, imin, &mut acc, &mut accmin);
+    }
+    acc - accmin
+}
+
+/// ggml's gemv float accumulation of one Q4_K x Q8_K block: the pair sums of
+/// [`fma_q4k`] added (exactly, in i32), then `acc = fma(isum, d * d8, acc)` and
+/// `accmin = fma(imin, dmin * d8, accmin)`.
+#[inline(always)]
+pub fn fma_q4k_gemv(
+    w: &BlockQ4K,
+    x: &BlockQ8K,
+    isum: [i32; 4],
+    imin: [i32; 4],
+    acc: &mut f32,
+    accmin: &mut f32,
+) {
+    let (is, im): (i32, i32) = (isum.iter().sum(), imin.iter().sum());
+    *acc = (is as f32).mul_add(w.d.to_f32() * x.d, *acc);
+    *accmin = (im as f32).mul_add(w.dmin.to_f32() * x.d, *accmin);
 }
 
 /// ggml's float accumulation of one Q6_K x Q8_K block (see the module docs):

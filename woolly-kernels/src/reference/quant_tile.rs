@@ -47,6 +47,13 @@ pub fn tile_q4k_q8k(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
     tile::<BlockQ4K, _>(w, x, out, qd::vec_dot_q4k_q8k);
 }
 
+/// Q4_K rows (interleaved) against Q8_K activations in ggml's gemv order
+/// ([`qd::vec_dot_q4k_q8k_gemv`]); see [`tile`].
+/// shapes: w: (nb,) super-blocks of 8 rows; x: (n_tok, nb); out: (n_tok, 8)
+pub fn tile_q4k_q8k_gemv(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    tile::<BlockQ4K, _>(w, x, out, qd::vec_dot_q4k_q8k_gemv);
+}
+
 /// Two consecutive row groups of Q4_K (`w` holds group `a`'s `nb` super-blocks, then
 /// group `b`'s) against Q8_K activations: [`tile_q4k_q8k`] of each group. `xs` holds
 /// each activation block's sums of 32 quants ([`crate::quant::q8k_sums32`]); the

@@ -54,7 +54,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_queue: usize,
-    /// Most prompt tokens of one request evaluated per step (chunked prefill).
+    /// Most prompt tokens of one request evaluated per step (chunked prefill; at least
+    /// 4, and a prompt's chunks before its last are whole groups of four).
     #[arg(long, value_name = "N", default_value_t = 128)]
     prefill_chunk: usize,
     /// Largest request body in bytes; larger ones are answered 413.
@@ -96,8 +97,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
-    if args.prefill_chunk == 0 {
-        bail!("--prefill-chunk must be at least 1");
+    if args.prefill_chunk < 4 {
+        bail!("--prefill-chunk must be at least 4");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -124,6 +124,25 @@ pub(crate) fn hsum4_i32(p: &[__m256i; 4]) -> __m128i {
     _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256::<1>(a))
 }
 
+/// [`r::fma_q4k_gemv`] on vectors: one block's pair sums added, then fused into `acc`
+/// (lane 0 the reference's `acc`, lane 1 its `accmin`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) fn fma_q4k_block(
+    w: &BlockQ4K,
+    x: &BlockQ8K,
+    isum: __m128i,
+    imin: __m128i,
+    acc: __m128,
+) -> __m128 {
+    let bits = i32::from(w.d.to_bits()) | (i32::from(w.dmin.to_bits()) << 16);
+    let dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(x.d));
+    // [sum isum, sum imin, ..]: the lanes of both added in i32 (exact).
+    let s = _mm_hadd_epi32(isum, imin);
+    let s = _mm_hadd_epi32(s, s);
+    _mm_fmadd_ps(_mm_cvtepi32_ps(s), dm, acc)
+}
+
 /// Q4_K . Q8_K, bit-identical to [`r::vec_dot_q4k_q8k`].
 ///
 /// # Safety
@@ -131,6 +150,23 @@ pub(crate) fn hsum4_i32(p: &[__m256i; 4]) -> __m128i {
 /// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn vec_dot_q4k_q8k(_: Avx2Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    q4k_body::<false>(w, x)
+}
+
+/// Q4_K . Q8_K in ggml's gemv order, bit-identical to [`r::vec_dot_q4k_q8k_gemv`].
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub fn vec_dot_q4k_q8k_gemv(_: Avx2Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    q4k_body::<true>(w, x)
+}
+
+/// The Q4_K dot product in ggml's gemm order, or with `GEMV` its gemv order.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4k_body<const GEMV: bool>(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     assert_eq!(w.len(), x.len());
     let w_all = w;
     let m4 = _mm256_set1_epi8(0xF);
@@ -151,7 +187,11 @@ pub fn vec_dot_q4k_q8k(_: Avx2Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
             let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j + 1])), ph);
             _mm256_add_epi32(pl, ph)
         });
-        acc = fma_q4k_pairs(w, x, hsum4_i32(&pairs), imin, acc);
+        acc = if GEMV {
+            fma_q4k_block(w, x, hsum4_i32(&pairs), imin, acc)
+        } else {
+            fma_q4k_pairs(w, x, hsum4_i32(&pairs), imin, acc)
+        };
     }
     q4k_result(acc)
 }

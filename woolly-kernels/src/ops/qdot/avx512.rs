@@ -96,6 +96,16 @@ pub fn vec_dot_q4k_q8k(t: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     super::avx2::vec_dot_q4k_q8k(t.avx2(), w, x)
 }
 
+/// Q4_K . Q8_K in ggml's gemv order: the AVX2 body, compiled with AVX-512 enabled.
+///
+/// # Safety
+/// Safe to call from code compiled with the same features; elsewhere the caller
+/// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub fn vec_dot_q4k_q8k_gemv(t: Avx512Token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    super::avx2::vec_dot_q4k_q8k_gemv(t.avx2(), w, x)
+}
+
 /// Q6_K . Q8_K: the AVX2 body, compiled with AVX-512 enabled.
 ///
 /// # Safety

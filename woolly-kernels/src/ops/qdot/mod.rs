@@ -72,6 +72,26 @@ pub fn vec_dot_q4k_q8k<V: Simd>(v: V, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
     r::vec_dot_q4k_q8k(w, x)
 }
 
+/// Q4_K weights . Q8_K activations in ggml's gemv order (see
+/// [`r::vec_dot_q4k_q8k_gemv`]).
+/// shapes: w, x: (n_blocks,) of 256 weights
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::vec_dot_q4k_q8k_gemv,
+    tolerance = exact(),
+    override(
+        avx2 = avx2::vec_dot_q4k_q8k_gemv,
+        avx512 = avx512::vec_dot_q4k_q8k_gemv,
+        neon = neon::vec_dot_q4k_q8k_gemv,
+        neon_dotprod = neon_dotprod::vec_dot_q4k_q8k_gemv,
+    ),
+    test(w = { let n = rng.range(1, 17); rng.q4k(n) }, x = rng.q8k(w.len())),
+)]
+pub fn vec_dot_q4k_q8k_gemv<V: Simd>(v: V, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    let _ = v;
+    r::vec_dot_q4k_q8k_gemv(w, x)
+}
+
 /// Q6_K weights . Q8_K activations (see [`r::vec_dot_q6k_q8k`]).
 /// shapes: w, x: (n_blocks,) of 256 weights
 #[kernel(
@@ -184,6 +204,7 @@ pub fn vec_dot_q5_1_q8_1<V: Simd>(v: V, w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32
 /// Every quantized dot's registry view.
 pub static QDOT_OPS: &[&crate::registry::OpInfo] = &[
     &vec_dot_q4k_q8k::INFO,
+    &vec_dot_q4k_q8k_gemv::INFO,
     &vec_dot_q6k_q8k::INFO,
     &vec_dot_q8_0_q8_0::INFO,
     &vec_dot_q4_0_q8_0::INFO,

@@ -232,6 +232,25 @@ macro_rules! qdot_bodies {
         /// must know the CPU has the token's features (the token argument proves it).
         #[target_feature(enable = $features)]
         pub fn vec_dot_q4k_q8k(_: $token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+            q4k_body::<false>(w, x)
+        }
+
+        /// Q4_K . Q8_K in ggml's gemv order, bit-identical to
+        /// [`r::vec_dot_q4k_q8k_gemv`].
+        ///
+        /// # Safety
+        /// Safe to call from code compiled with the same features; elsewhere the caller
+        /// must know the CPU has the token's features (the token argument proves it).
+        #[target_feature(enable = $features)]
+        pub fn vec_dot_q4k_q8k_gemv(_: $token, w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+            q4k_body::<true>(w, x)
+        }
+
+        /// The Q4_K dot product in ggml's gemm order ([`r::fma_q4k`]), or with `GEMV`
+        /// its gemv order ([`r::fma_q4k_gemv`]).
+        #[target_feature(enable = $features)]
+        #[inline]
+        fn q4k_body<const GEMV: bool>(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
             assert_eq!(w.len(), x.len());
             let (mut acc, mut accmin) = (0.0f32, 0.0f32);
             for (w, x) in w.iter().zip(x) {
@@ -253,7 +272,11 @@ macro_rules! qdot_bodies {
                 );
                 // By path: the macro is stamped in `neon_dotprod` too.
                 let (isum, imin) = (super::neon::lanes_s32(isum), super::neon::lanes_s32(imin));
-                r::fma_q4k(w, x, isum, imin, &mut acc, &mut accmin);
+                if GEMV {
+                    r::fma_q4k_gemv(w, x, isum, imin, &mut acc, &mut accmin);
+                } else {
+                    r::fma_q4k(w, x, isum, imin, &mut acc, &mut accmin);
+                }
             }
             acc - accmin
         }

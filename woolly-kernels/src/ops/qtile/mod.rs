@@ -103,6 +103,37 @@ pub fn tile_q4k_q8k<V: Simd, const T: usize>(
     r::tile_q4k_q8k(w, x, out)
 }
 
+/// Q4_K rows x Q8_K activations in ggml's gemv order, the order of its repacked kernels
+/// for the tokens left over from whole groups of four (a single decoded token among
+/// them): `out[t * 8 + r] = dot(row r, token t)`. [`tile_q4k_q8k`](fn@tile_q4k_q8k) is
+/// the gemm order.
+/// shapes: w: (nb,) super-blocks of 8 rows; x: (T, nb); out: (T, 8)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    dims(T = [1, 4], dyn),
+    reference = r::tile_q4k_q8k_gemv,
+    tolerance = exact(),
+    override(
+        avx2 = x86_k::avx2::tile_q4k_q8k_gemv,
+        avx512 = x86_k::avx512::tile_q4k_q8k_gemv
+    ),
+    test(
+        w = { let nb = rng.range(1, 6); rng.q4kx8(nb) },
+        x = { let t = if T == 0 { rng.range(1, 11) } else { T }; rng.q8k(t * w.len()) },
+        out = rng.f32s(x.len() / w.len() * 8),
+    ),
+)]
+pub fn tile_q4k_q8k_gemv<V: Simd, const T: usize>(
+    v: V,
+    w: &[BlockQ4Kx8],
+    x: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    let _ = v;
+    crate::dim::<T>(out.len() / 8);
+    r::tile_q4k_q8k_gemv(w, x, out)
+}
+
 /// Two consecutive row groups of Q4_K (16 rows: `w` holds group a's super-blocks, then
 /// group b's) x Q8_K activations, into `out_a` and `out_b` as
 /// [`tile_q4k_q8k`](fn@tile_q4k_q8k) would write them. AVX-512 runs both groups in one
@@ -267,6 +298,7 @@ pub static QTILE_OPS: &[&crate::registry::OpInfo] = &[
     &tile_q4_1_q8_1::INFO,
     &tile_q8_0_q8_0::INFO,
     &tile_q4k_q8k::INFO,
+    &tile_q4k_q8k_gemv::INFO,
     &tile_q6k_q8k::INFO,
     &tile2_q4k_q8k::INFO,
     &tile2_q6k_q8k::INFO,

@@ -180,10 +180,16 @@ macro_rules! x86_k_tiles {
         pub mod $isa {
             use super::*;
 
-            /// `N` tokens of Q4_K x Q8_K.   shapes: w: (nb,); x: (N, nb); out: (N, 8)
+            /// `N` tokens of Q4_K x Q8_K, in ggml's gemm order or, with `GEMV`, its gemv
+            /// order (the block's whole integer sums, one fused multiply-add each).
+            /// shapes: w: (nb,); x: (N, nb); out: (N, 8)
             #[target_feature(enable = $features)]
             #[inline]
-            fn q4k_n<const N: usize>(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+            fn q4k_n<const N: usize, const GEMV: bool>(
+                w: &[BlockQ4Kx8],
+                x: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
                 let nb = w.len();
                 let m4 = _mm256_set1_epi8(0xF);
                 let xs: [&[BlockQ8K]; N] = std::array::from_fn(|n| &x[n * nb..(n + 1) * nb]);
@@ -200,6 +206,8 @@ macro_rules! x86_k_tiles {
                         std::array::from_fn(|n| _mm256_mul_ps(dw, _mm256_set1_ps(xb[n].d)));
                     // `acc` in registers for the block's four steps.
                     let mut acc_b: [__m256; N] = std::array::from_fn(|n| load_acc(&acc[n]));
+                    // gemv: the block's exact scaled sum, over the four pairs.
+                    let mut iblock = [_mm256_setzero_si256(); N];
                     // Chunks 8j..8j+8 hold weights 64j..64j+64: group 2j in the low
                     // nibbles, group 2j+1 in the high ones, pair j of the float order.
                     // Unrolled, so that each quarter's prefetches are at constant offsets.
@@ -231,10 +239,14 @@ macro_rules! x86_k_tiles {
                                 let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
                                 isum[n] = $gdot::<8, 8>(isum[n], &hi, &a, sc);
                             }
-                            // fma_q4k, pair j: acc = fma(isum, w.d * x.d, acc).
                             for n in 0..N {
-                                let v = _mm256_cvtepi32_ps(isum[n]);
-                                acc_b[n] = _mm256_fmadd_ps(v, d[n], acc_b[n]);
+                                if GEMV {
+                                    iblock[n] = _mm256_add_epi32(iblock[n], isum[n]);
+                                } else {
+                                    // fma_q4k, pair j: acc = fma(isum, w.d * x.d, acc).
+                                    let v = _mm256_cvtepi32_ps(isum[n]);
+                                    acc_b[n] = _mm256_fmadd_ps(v, d[n], acc_b[n]);
+                                }
                             }
                         }};
                     }
@@ -242,6 +254,13 @@ macro_rules! x86_k_tiles {
                     quarter!(1);
                     quarter!(2);
                     quarter!(3);
+                    if GEMV {
+                        // acc = fma(isum, w.d * x.d, acc), once per block.
+                        for n in 0..N {
+                            let v = _mm256_cvtepi32_ps(iblock[n]);
+                            acc_b[n] = _mm256_fmadd_ps(v, d[n], acc_b[n]);
+                        }
+                    }
                     for n in 0..N {
                         store_acc(&mut acc[n], acc_b[n]);
                     }
@@ -257,9 +276,19 @@ macro_rules! x86_k_tiles {
                         // fma_q4k: accmin = fma(imin, w.dmin * x.d, accmin), pair by pair.
                         let dmin = _mm256_mul_ps(dmw, _mm256_set1_ps(xb[n].d));
                         let mut m = load_acc(&accmin[n]);
-                        for (j, e) in [0, 1, 4, 5].into_iter().enumerate() {
-                            let imin = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins[j], pair(e)));
-                            m = _mm256_fmadd_ps(imin, dmin, m);
+                        if GEMV {
+                            // accmin = fma(imin, w.dmin * x.d, accmin), the block's whole sum.
+                            let imin = [0, 1, 4, 5]
+                                .into_iter()
+                                .enumerate()
+                                .map(|(j, e)| _mm256_madd_epi16(mins[j], pair(e)))
+                                .fold(_mm256_setzero_si256(), |a, b| _mm256_add_epi32(a, b));
+                            m = _mm256_fmadd_ps(_mm256_cvtepi32_ps(imin), dmin, m);
+                        } else {
+                            for (j, e) in [0, 1, 4, 5].into_iter().enumerate() {
+                                let imin = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins[j], pair(e)));
+                                m = _mm256_fmadd_ps(imin, dmin, m);
+                            }
                         }
                         store_acc(&mut accmin[n], m);
                     }
@@ -383,9 +412,32 @@ macro_rules! x86_k_tiles {
             ) {
                 tiles(w.len(), x, out, (T, $wide), |x, out| {
                     match x.len() / w.len().max(1) {
-                        8 => q4k_n::<8>(w, x, out),
-                        4 => q4k_n::<4>(w, x, out),
-                        _ => q4k_n::<1>(w, x, out),
+                        8 => q4k_n::<8, false>(w, x, out),
+                        4 => q4k_n::<4, false>(w, x, out),
+                        _ => q4k_n::<1, false>(w, x, out),
+                    }
+                });
+            }
+
+            /// Q4_K rows x Q8_K activations in ggml's gemv order, bit-identical to
+            /// [`crate::reference::quant_tile::tile_q4k_q8k_gemv`].
+            /// shapes: w: (nb,); x: (T, nb); out: (T, 8)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn tile_q4k_q8k_gemv<const T: usize>(
+                _: $token,
+                w: &[BlockQ4Kx8],
+                x: &[BlockQ8K],
+                out: &mut [f32],
+            ) {
+                tiles(w.len(), x, out, (T, $wide), |x, out| {
+                    match x.len() / w.len().max(1) {
+                        8 => q4k_n::<8, true>(w, x, out),
+                        4 => q4k_n::<4, true>(w, x, out),
+                        _ => q4k_n::<1, true>(w, x, out),
                     }
                 });
             }
@@ -468,8 +520,9 @@ mod tests {
         let (p4, p6) = (pack_rows(&[w4; 16], 8), pack_rows(&[w6; 16], 8));
         for q in [-128i8, 127, -1] {
             let x = vec![q8k_all(q); 8];
-            let (mut want4, mut want6) = ([0.0f32; 32], [0.0f32; 32]);
+            let (mut want4, mut want6, mut want4v) = ([0.0f32; 32], [0.0f32; 32], [0.0f32; 32]);
             r::tile_q4k_q8k(&p4, &x, &mut want4);
+            r::tile_q4k_q8k_gemv(&p4, &x, &mut want4v);
             r::tile_q6k_q8k(&p6, &x, &mut want6);
             // Both groups of `p4` are the same rows: one tile of four tokens each.
             let mut want_pair = [0.0f32; 32];
@@ -480,6 +533,8 @@ mod tests {
                 let mut got = [1.0f32; 32];
                 super::super::tile_q4k_q8k::select(isa, &[4]).call(&p4, &x, &mut got);
                 assert_eq!(got, want4, "{isa:?} q4k, q8 = {q}");
+                super::super::tile_q4k_q8k_gemv::select(isa, &[4]).call(&p4, &x, &mut got);
+                assert_eq!(got, want4v, "{isa:?} q4k gemv, q8 = {q}");
                 super::super::tile_q6k_q8k::select(isa, &[4]).call(&p6, &x, &mut got);
                 assert_eq!(got, want6, "{isa:?} q6k, q8 = {q}");
                 let (mut got_a, mut got_b) = ([1.0f32; 32], [1.0f32; 32]);
