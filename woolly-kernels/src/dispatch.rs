@@ -91,6 +91,9 @@ pub struct Kernels {
     pub attention_f32: attention::attention_f32::Selected,
     /// Attention against an f16 KV cache.
     pub attention_f16: attention::attention_f16::Selected,
+    /// Attention against an f16 KV cache in ggml's one-token order, for a token alone in
+    /// its sequence's part of a batch.
+    pub attention_f16_single: attention::attention_f16_single::Selected,
     /// RMSNorm fused with Q8_K quantization, over the hidden size.
     pub rmsnorm_q8k: quantize::rmsnorm_q8k::Selected,
     /// f32 -> Q8_K activations.
@@ -144,6 +147,7 @@ impl Kernels {
             dot_f16_f32: dot::dot_f16_f32::select(isa, &[]),
             attention_f32: attention::attention_f32::select(isa, &[dims.head_dim]),
             attention_f16: attention::attention_f16::select(isa, &[dims.head_dim]),
+            attention_f16_single: attention::attention_f16_single::select(isa, &[dims.head_dim]),
             rmsnorm_q8k: quantize::rmsnorm_q8k::select(isa, &[dims.hidden]),
             quantize_q8k: quantize::quantize_q8k::select(isa, &[]),
             quantize_q8_0: quantize::quantize_q8_0::select(isa, &[]),

@@ -86,6 +86,9 @@ pub struct Scratch {
     /// [`q4k_orders`].
     orders: Vec<Q4kOrder>,
     logit_orders: Vec<Q4kOrder>,
+    /// Whether each token of the batch is its sequence's only one: it attends in ggml's
+    /// one-token order (`attention_f16_single`).
+    alone: Vec<bool>,
     /// (sequence, its tokens in the rows, those assigned so far): [`q4k_orders`]'s count.
     seq_rows: Vec<(usize, usize, usize)>,
     /// Buffers of the projections.
@@ -121,6 +124,7 @@ impl Scratch {
             seq_next: Vec::with_capacity(n),
             orders: Vec::with_capacity(n),
             logit_orders: Vec::with_capacity(n),
+            alone: Vec::with_capacity(n),
             seq_rows: Vec::with_capacity(n),
             lin: LinearScratch::default(),
             hidden: Vec::new(),
@@ -351,6 +355,8 @@ const ATTENTION_MIN_PARALLEL: usize = 1024;
 struct AttentionTask<'a> {
     kernels: &'a Kernels,
     batch: &'a [BatchToken],
+    /// Per token of `batch`: alone in its sequence (ggml's one-token order).
+    alone: &'a [bool],
     kv: &'a KvCache,
     layer: usize,
     n_kv_head: usize,
@@ -391,6 +397,10 @@ impl AttentionTask<'_> {
                 out,
                 self.batch.len() == 1,
             ),
+            KvView::F16 { k, v } if self.alone[t / self.n_kv_head] => self
+                .kernels
+                .attention_f16_single
+                .call(q, k, v, nkv, kv_head, hd, scores, out),
             KvView::F16 { k, v } => self
                 .kernels
                 .attention_f16
@@ -436,7 +446,7 @@ impl AttentionTask<'_> {
 fn attention(
     kernels: &Kernels,
     cfg: &LlamaConfig,
-    batch: &[BatchToken],
+    (batch, alone): (&[BatchToken], &[bool]),
     kv: &KvCache,
     layer: usize,
     q: &mut [f32],
@@ -452,6 +462,7 @@ fn attention(
     let task = AttentionTask {
         kernels,
         batch,
+        alone,
         kv,
         layer,
         n_kv_head: cfg.n_head_kv,
@@ -601,6 +612,12 @@ pub fn forward(
     let runs_on = validate(model, batch, kv, s.max_batch, &mut s.seq_next)?;
     // The orders of the whole batch, whatever sub-batches it runs in.
     q4k_orders(batch.iter().map(|t| t.seq), &mut s.seq_rows, &mut s.orders);
+    // `seq_rows` now counts each sequence's tokens in the batch.
+    s.alone.clear();
+    s.alone.extend(batch.iter().map(|t| {
+        let c = s.seq_rows.iter().find(|c| c.0 == t.seq);
+        c.is_some_and(|c| c.1 == 1)
+    }));
     let logit_seqs = batch.iter().filter(|t| t.logits).map(|t| t.seq);
     q4k_orders(logit_seqs, &mut s.seq_rows, &mut s.logit_orders);
     let sub_batch = model.sub_batch();
@@ -750,7 +767,7 @@ fn forward_sub_batch(
         attention(
             model.kernels(),
             cfg,
-            batch,
+            (batch, &s.alone[first.0..first.0 + n]),
             kv,
             l,
             &mut s.q[..n * d],
@@ -1012,7 +1029,7 @@ mod tests {
     /// a long batch runs as sub-batches whose logits rows follow one another; a prompt
     /// split into batches of whole groups of four computes as one batch; another
     /// sequence's tokens in the batch change nothing. One token at a time differs (Q4_K
-    /// in ggml's gemv order), slightly.
+    /// in ggml's gemv order, attention in its one-token order), slightly.
     #[test]
     fn logits_do_not_depend_on_threads_or_batch() {
         let model = Model::load(conformance_file("models/tiny-q4km.gguf")).unwrap();
@@ -1036,6 +1053,11 @@ mod tests {
         assert!(
             one == logits(&model, &tokens, 2, 12, 5),
             "12 with 5 of sequence 1"
+        );
+        // Sequence 1 decoding beside the prompt: one token a batch, alone in its part.
+        assert!(
+            one == logits(&model, &tokens, 2, 8, 1),
+            "8 with 1 of sequence 1"
         );
         let by_one = logits(&model, &tokens, 2, 1, 0);
         assert!(one != by_one, "one token at a time takes the gemv order");

@@ -13,11 +13,13 @@
 //! ([`woolly_kernels::Q4kOrder`], chosen in `forward.rs` as ggml chooses); Q6_K in its
 //! tiled order; RMSNorm's sum in f64; RoPE with FMAs; `exp` as ggml's `ggml_v_expf` in
 //! softmax and SiLU; attention in tinyBLAS's 16-lane order with Q and the softmax weights
-//! rounded to f16. Where ggml's order depends on the whole batch's size (attention for a
-//! single token, Q6_K in its per-lane order below [`TILED_MIN`] tokens), the default
-//! takes one order for every batch, so that a token's result does not depend on the
-//! other sequences in its batch. This mode reproduces those choices too: a diagnostic,
-//! not a fast path (scalar, slow: `attend_f16`, `vec_dot_q6k_q8k`).
+//! rounded to f16, and in `ggml_vec_dot_f16`'s order for a token alone in its sequence's
+//! part of a batch. Where ggml's choice depends on the whole batch (attention for a
+//! batch of one token, Q6_K in its per-lane order below [`TILED_MIN`] tokens), the
+//! default chooses per sequence or takes one order, so that a token's result does not
+//! depend on the other sequences in its batch. This mode reproduces the whole-batch
+//! choices: a diagnostic, not a fast path (scalar, slow: `attend_f16`,
+//! `vec_dot_q6k_q8k`).
 
 use half::f16;
 use woolly_kernels::reference::quant_dot::hsum8;

@@ -171,18 +171,17 @@ fn conform(model_path: &std::path::Path, golden_name: &str) -> Figures {
 // arithmetic, in its fast kernels (ggml_exact.rs lists the ops): on both models the
 // last-prompt logits equal llama.cpp's bit for bit (NRMSE 0), on every ISA.
 //
-// Where ggml's summation order depends on the batch shape, Woolly follows it where the
-// choice can be made per sequence: Q4_K takes its repacked kernels' gemm order for whole
-// groups of four of a sequence's tokens in the batch and their gemv order for the rest,
-// a decoded token among them (`forward::q4k_orders`), so that llama.cpp's prompt-then-
-// decode runs are reproduced; the tiny model (Q4_K, random weights, near ties
-// everywhere) went from 3 to 5 greedy paths of 5 with it (measured 2026-12-05). Where
-// ggml's choice depends on the whole batch's size, Woolly takes one order (a server's
-// request gives the same text whatever else is in its batch): attention in tinyBLAS's
-// order (ggml takes `ggml_vec_dot_f16`'s for a batch of one token), Q6_K in its tiled
-// kernel's (ggml: 8+ tokens). On SmolLM2 (Q4_1 + Q8_0) one greedy path of 5 forks at a
-// near tie through attention's order: 4 of 5. The ggml-exact mode reproduces those
-// choices too: 5 of 5 on both.
+// Where ggml's summation order depends on the batch shape, Woolly follows it per
+// sequence: Q4_K takes its repacked kernels' gemm order for whole groups of four of a
+// sequence's tokens in the batch and their gemv order for the rest, a decoded token among
+// them (`forward::q4k_orders`), and attention takes `ggml_vec_dot_f16`'s order for a
+// token alone in its sequence's part of the batch (`attention_f16_single`), so that
+// llama.cpp's prompt-then-decode runs are reproduced bit for bit: the tiny model (Q4_K,
+// random weights, near ties everywhere) went from 3 to 5 greedy paths of 5 with the
+// first, SmolLM2 from 4 to 5 with the second (measured 2026-12-05). Counted per
+// sequence, a token's result does not depend on the other sequences in its batch. Q6_K
+// keeps its tiled kernel's order for every batch (ggml: from 8 tokens on); the
+// ggml-exact mode reproduces that choice too.
 
 #[test]
 fn tiny_q4km_matches_llama_cpp() {

@@ -26,10 +26,11 @@
 //!   they meet the keys and values, as ggml's f16 matrix products round their f32
 //!   operand.
 //!
-//! ggml takes another order for a batch of one token (`ggml_vec_dot_f16`); Woolly keeps
-//! tinyBLAS's for every batch, so a token's result never depends on its batch. Measured
-//! with ggml's arithmetic reproduced op for op (`WOOLLY_GGML_EXACT`), tinyBLAS's order
-//! for every token is what reproduces llama.cpp's SmolLM2 logits (NRMSE 0).
+//! ggml takes another order for a batch of one token (`ggml_vec_dot_f16`, four 16-lane
+//! accumulators taking runs of 16 terms in turn, added `(a0 + a2) + (a1 + a3)` before the
+//! tree): [`attention_f16_single`](fn@attention_f16_single) computes it, for a token alone
+//! in its sequence's part of a batch (a decoded token), so that llama.cpp's decoding is
+//! reproduced bit for bit.
 
 use half::f16;
 use woolly_kernels_macros::kernel;
@@ -56,7 +57,7 @@ const HEADS_PER_PASS: usize = 4;
 /// vals: (n_pos, n_kv_head, HD); scores: (n_q, n_pos)
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
-fn attend<V: Simd, E: Elem, const HD: usize, const ROUND: bool>(
+fn attend<V: Simd, E: Elem, const HD: usize, const ROUND: bool, const VEC: bool>(
     v: V,
     q: &[f32],
     k: &[E],
@@ -113,10 +114,10 @@ fn attend<V: Simd, E: Elem, const HD: usize, const ROUND: bool>(
         let w = &mut scores[h0 * n_pos..(h0 + nh) * n_pos];
         let out = &mut out[h0 * hd..(h0 + nh) * hd];
         match nh {
-            1 => heads::<V, E, 1, 8, ROUND>(v, q, &keys, &values, w, out),
-            2 => heads::<V, E, 2, 8, ROUND>(v, q, &keys, &values, w, out),
-            3 => heads::<V, E, 3, 4, ROUND>(v, q, &keys, &values, w, out),
-            _ => heads::<V, E, 4, 4, ROUND>(v, q, &keys, &values, w, out),
+            1 => heads::<V, E, 1, 8, ROUND, VEC>(v, q, &keys, &values, w, out),
+            2 => heads::<V, E, 2, 8, ROUND, VEC>(v, q, &keys, &values, w, out),
+            3 => heads::<V, E, 3, 4, ROUND, VEC>(v, q, &keys, &values, w, out),
+            _ => heads::<V, E, 4, 4, ROUND, VEC>(v, q, &keys, &values, w, out),
         }
         h0 += nh;
     }
@@ -143,9 +144,9 @@ struct Values<'a, E> {
 
 /// Attention of the `QH` query heads `q (QH, hd)` into `out (QH, hd)`, `w (QH, n_pos)`
 /// their scores and then weights: one pass over the keys, then, `NV` vectors of dims at a
-/// time, one over the values for all of them.
+/// time, one over the values for all of them. `VEC`: in `ggml_vec_dot_f16`'s order.
 #[inline(always)]
-fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
+fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool, const VEC: bool>(
     v: V,
     q: &[f32],
     keys: &Keys<'_, impl Fn(usize) -> &'k [E]>,
@@ -156,7 +157,7 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     V: Simd,
     E: Elem + 'k,
 {
-    scores::<V, E, QH>(v, q, keys, values, w);
+    scores::<V, E, QH, VEC>(v, q, keys, values, w);
 
     // Softmax: each head's sum over runs of 16 positions, each run reduced by the
     // 16-lane tree into an f64 (ggml's soft_max over its 16-lane exp vectors; its rows
@@ -179,10 +180,10 @@ fn heads<'k, V, E, const QH: usize, const NV: usize, const ROUND: bool>(
     let hd = values.hd;
     let whole = hd - hd % (NV * l);
     for d0 in (0..whole).step_by(NV * l) {
-        value_pass::<V, E, QH, NV, false>(v, values, w, d0, NV * l, out);
+        value_pass::<V, E, QH, NV, false, VEC>(v, values, w, d0, NV * l, out);
     }
     if whole < hd {
-        value_pass::<V, E, QH, NV, true>(v, values, w, whole, hd - whole, out);
+        value_pass::<V, E, QH, NV, true, VEC>(v, values, w, whole, hd - whole, out);
     }
 }
 
@@ -202,6 +203,23 @@ fn add_n<V: Simd, const N: usize>(v: V, a: [V::F32; N], b: [V::F32; N]) -> [V::F
     r
 }
 
+/// How many chains share a lane: one (tinyBLAS), or with `VEC` four, `ggml_vec_dot_f16`'s
+/// accumulators, chain `c` taking the runs of 16 terms whose index is `c` modulo 4.
+const fn chains(vec: bool) -> usize {
+    if vec { 4 } else { 1 }
+}
+
+/// A lane's sum from its chains' (see [`chains`]): the one chain, or the four added as
+/// `ggml_vec_dot_f16` reduces its accumulators, `(a0 + a2) + (a1 + a3)`.
+#[inline(always)]
+fn join_chains<V: Simd, const N: usize>(v: V, a: &[[V::F32; N]; 4], vec: bool) -> [V::F32; N] {
+    if vec {
+        add_n(v, add_n(v, a[0], a[2]), add_n(v, a[1], a[3]))
+    } else {
+        a[0]
+    }
+}
+
 /// The 16-lane tree of [`crate::reference::reduce16`] over vectors of independent sums:
 /// `lanes[i]` holds lane `i`'s. (A plain function: a closure handed the lanes one at a
 /// time was not inlined into the AVX2 caller and ran 18 times slower.)
@@ -219,13 +237,21 @@ fn tree16<V: Simd, const N: usize>(v: V, lanes: &[[V::F32; N]; LANES16]) -> [V::
 /// The weighted sums of values over dims `d0..d0 + width` (`width` = `NV * LANES`, or
 /// fewer in the last pass, `PARTIAL`) for the `QH` heads of weights `w (QH, n_pos)` into
 /// `out (QH, hd)`. Position `p` adds to lane `p % 16`: each lane is one chain over its
-/// positions, held in registers, and the 16 lanes meet in the tree at the end.
+/// positions (with `VEC`, four: [`chains`]), held in registers, and the 16 lanes meet in
+/// the tree at the end.
 #[inline(always)]
 #[expect(
     clippy::needless_range_loop,
     reason = "a lane indexes the inner array of every head's sums"
 )]
-fn value_pass<V: Simd, E: Elem, const QH: usize, const NV: usize, const PARTIAL: bool>(
+fn value_pass<
+    V: Simd,
+    E: Elem,
+    const QH: usize,
+    const NV: usize,
+    const PARTIAL: bool,
+    const VEC: bool,
+>(
     v: V,
     values: &Values<'_, E>,
     w: &[f32],
@@ -238,31 +264,38 @@ fn value_pass<V: Simd, E: Elem, const QH: usize, const NV: usize, const PARTIAL:
     let at = values.first + d0;
     // lanes[h][i]: head h's sums of lane i.
     let mut lanes = [[[v.zero(); NV]; LANES16]; QH];
+    let n_chains = chains(VEC);
     for lane in 0..LANES16 {
-        let mut acc = [[v.zero(); NV]; QH];
-        for p in (lane..n_pos).step_by(LANES16) {
-            let mut wv = [v.zero(); QH];
-            for (h, wv) in wv.iter_mut().enumerate() {
-                *wv = v.splat(w[h * n_pos + p]);
-            }
-            let x = &values.rows[p * values.stride + at..][..width];
-            // The rows of one KV head are strided, a pattern the hardware prefetchers
-            // follow too late when the cache comes from DRAM. (The score pass fetched
-            // the first VALUE_PREFETCH rows.)
-            values.prefetch(v, p + VALUE_PREFETCH, at, width);
-            for j in 0..n_vecs {
-                let xv = if PARTIAL && (j + 1) * l > width {
-                    E::load_partial(v, &x[j * l..])
-                } else {
-                    E::load(v, &x[j * l..])
-                };
-                for (a, &wv) in acc.iter_mut().zip(&wv) {
-                    a[j] = v.fused_mul_add(wv, xv, a[j]);
+        let mut parts = [[[v.zero(); NV]; 4]; QH];
+        for c in 0..n_chains {
+            let mut acc = [[v.zero(); NV]; QH];
+            for p in (lane + LANES16 * c..n_pos).step_by(LANES16 * n_chains) {
+                let mut wv = [v.zero(); QH];
+                for (h, wv) in wv.iter_mut().enumerate() {
+                    *wv = v.splat(w[h * n_pos + p]);
+                }
+                let x = &values.rows[p * values.stride + at..][..width];
+                // The rows of one KV head are strided, a pattern the hardware prefetchers
+                // follow too late when the cache comes from DRAM. (The score pass fetched
+                // the first VALUE_PREFETCH rows.)
+                values.prefetch(v, p + VALUE_PREFETCH, at, width);
+                for j in 0..n_vecs {
+                    let xv = if PARTIAL && (j + 1) * l > width {
+                        E::load_partial(v, &x[j * l..])
+                    } else {
+                        E::load(v, &x[j * l..])
+                    };
+                    for (a, &wv) in acc.iter_mut().zip(&wv) {
+                        a[j] = v.fused_mul_add(wv, xv, a[j]);
+                    }
                 }
             }
+            for (h, acc) in acc.iter().enumerate() {
+                parts[h][c] = *acc;
+            }
         }
-        for (h, acc) in acc.iter().enumerate() {
-            lanes[h][lane] = *acc;
+        for (h, parts) in parts.iter().enumerate() {
+            lanes[h][lane] = join_chains::<V, NV>(v, parts, VEC);
         }
     }
     for (lanes, oh) in lanes.iter().zip(out.chunks_exact_mut(hd)) {
@@ -299,7 +332,7 @@ impl<E: Elem> Values<'_, E> {
 /// its own prefetches reach that far ahead: in a short context they were each a cache
 /// miss.
 #[inline(always)]
-fn scores<'k, V: Simd, E: Elem + 'k, const QH: usize>(
+fn scores<'k, V: Simd, E: Elem + 'k, const QH: usize, const VEC: bool>(
     v: V,
     q: &[f32],
     keys: &Keys<'_, impl Fn(usize) -> &'k [E]>,
@@ -329,9 +362,9 @@ fn scores<'k, V: Simd, E: Elem + 'k, const QH: usize>(
         while j < per_block && b * K_BLOCK + j * l < n_pos {
             let two = j + 2 <= per_block;
             let r: [[V::F32; 2]; QH] = if two {
-                score_vectors::<V, E, QH, 2>(v, q, hd, kb, j)
+                score_vectors::<V, E, QH, 2, VEC>(v, q, hd, kb, j)
             } else {
-                score_vectors::<V, E, QH, 1>(v, q, hd, kb, j).map(|[r]| [r, r])
+                score_vectors::<V, E, QH, 1, VEC>(v, q, hd, kb, j).map(|[r]| [r, r])
             };
             let n = if two { 2 } else { 1 };
             for (r, w) in r.iter().zip(w.chunks_exact_mut(n_pos)) {
@@ -355,14 +388,15 @@ fn scores<'k, V: Simd, E: Elem + 'k, const QH: usize>(
 
 /// The dot products of each head of `q (QH, hd)` with the keys in vectors `j0..j0 + N`
 /// of the key block `kb (hd, K_BLOCK)`: dim `d` adds to lane `d % 16` (a chain of fused
-/// multiply-adds from +0 per lane), the lanes reduced by the 16-lane tree. Each key
-/// vector is loaded (and widened from f16) once for all the heads.
+/// multiply-adds from +0 per lane; with `VEC`, four, [`chains`]), the lanes reduced by
+/// the 16-lane tree. Each key vector is loaded (and widened from f16) once for all the
+/// heads.
 #[inline(always)]
 #[expect(
     clippy::needless_range_loop,
     reason = "a lane indexes the inner array of every head's sums"
 )]
-fn score_vectors<V: Simd, E: Elem, const QH: usize, const N: usize>(
+fn score_vectors<V: Simd, E: Elem, const QH: usize, const N: usize, const VEC: bool>(
     v: V,
     q: &[f32],
     hd: usize,
@@ -372,19 +406,26 @@ fn score_vectors<V: Simd, E: Elem, const QH: usize, const N: usize>(
     let l = V::LANES;
     // lanes[h][i]: head h's sums of lane i.
     let mut lanes = [[[v.zero(); N]; LANES16]; QH];
+    let n_chains = chains(VEC);
     for lane in 0..LANES16 {
-        let mut acc = [[v.zero(); N]; QH];
-        for d in (lane..hd).step_by(LANES16) {
-            let kd = &kb[d * K_BLOCK..][..K_BLOCK];
-            for j in 0..N {
-                let kv = E::load(v, &kd[(j0 + j) * l..]);
-                for (h, a) in acc.iter_mut().enumerate() {
-                    a[j] = v.fused_mul_add(v.splat(q[h * hd + d]), kv, a[j]);
+        let mut parts = [[[v.zero(); N]; 4]; QH];
+        for c in 0..n_chains {
+            let mut acc = [[v.zero(); N]; QH];
+            for d in (lane + LANES16 * c..hd).step_by(LANES16 * n_chains) {
+                let kd = &kb[d * K_BLOCK..][..K_BLOCK];
+                for j in 0..N {
+                    let kv = E::load(v, &kd[(j0 + j) * l..]);
+                    for (h, a) in acc.iter_mut().enumerate() {
+                        a[j] = v.fused_mul_add(v.splat(q[h * hd + d]), kv, a[j]);
+                    }
                 }
             }
+            for (h, acc) in acc.iter().enumerate() {
+                parts[h][c] = *acc;
+            }
         }
-        for (h, acc) in acc.iter().enumerate() {
-            lanes[h][lane] = *acc;
+        for (h, parts) in parts.iter().enumerate() {
+            lanes[h][lane] = join_chains::<V, N>(v, parts, VEC);
         }
     }
     let mut r = [[v.zero(); N]; QH];
@@ -467,7 +508,7 @@ pub fn attention_f32<V: Simd, const HD: usize>(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend::<V, f32, HD, false>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
+    attend::<V, f32, HD, false, false>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
 }
 
 /// [`attention_f32`](fn@attention_f32) (see there) against an f16 KV cache, rounding as
@@ -506,7 +547,49 @@ pub fn attention_f16<V: Simd, const HD: usize>(
     out: &mut [f32],
 ) {
     normalize::<V, true>(v, q, 1.0);
-    attend::<V, f16, HD, true>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
+    attend::<V, f16, HD, true, false>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
+}
+
+/// [`attention_f16`](fn@attention_f16) in the order ggml takes for a batch of one token
+/// (`ggml_vec_dot_f16` for the scores and the weighted sums: see the module docs), for a
+/// token alone in its sequence's part of a batch. Bit for bit
+/// [`crate::reference::attention_f16_single`]. (ggml sums a dot product's terms past its
+/// last whole 64 in f64; Woolly's cache rows are padded with zeros instead, which is the
+/// same for head sizes that are multiples of 64 and for the weighted sums, whose
+/// positions ggml pads to 256 with zero weights.)
+/// shapes: q, out: (n_q, HD); k: (ceil(n_pos / K_BLOCK), n_kv_head, HD, K_BLOCK);
+/// vals: (n_pos, n_kv_head, HD); scores: (n_q, n_pos)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    dims(HD = spec("head_dim"), dyn),
+    reference = crate::reference::attention_f16_single,
+    tolerance = exact(),
+    cases = 32,
+    test(
+        n_kv_head = rng.range(1, 4),
+        kv_head = rng.range(0, n_kv_head),
+        head_dim = HD,
+        q = { let n_q = rng.range(1, 10); rng.f32s(n_q * head_dim) },
+        vals = { let n_pos = rng.range(1, 150); rng.f16s(n_pos * n_kv_head * head_dim) },
+        k = rng.f16s((vals.len() / (n_kv_head * head_dim)).div_ceil(K_BLOCK) * K_BLOCK * n_kv_head * head_dim),
+        scores = rng.f32s(q.len() / head_dim * (vals.len() / (n_kv_head * head_dim))),
+        out = rng.f32s(q.len()),
+    ),
+)]
+#[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
+pub fn attention_f16_single<V: Simd, const HD: usize>(
+    v: V,
+    q: &mut [f32],
+    k: &[f16],
+    vals: &[f16],
+    n_kv_head: usize,
+    kv_head: usize,
+    head_dim: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    normalize::<V, true>(v, q, 1.0);
+    attend::<V, f16, HD, true, true>(v, q, k, vals, n_kv_head, kv_head, head_dim, scores, out);
 }
 
 #[cfg(test)]
@@ -565,6 +648,7 @@ mod tests {
     #[test]
     fn references_are_softmax_attention() {
         let mut rng = TestRng::new(3);
+        let mut differ = false;
         for case in 0..40 {
             let (n_kv, hd) = (rng.range(1, 4), [4, 24, 64, 128][case % 4]);
             let kvh = rng.range(0, n_kv);
@@ -602,6 +686,20 @@ mod tests {
             for (g, w) in out.iter().zip(&want) {
                 assert!((g - w).abs() <= 2e-3, "f16 cache: {g} vs {w}");
             }
+            // ggml's one-token order: the same rounding of q and the weights, another
+            // summation order.
+            let mut q16 = q.clone();
+            let mut out1 = vec![0.0; n_q * hd];
+            reference::attention_f16_single(
+                &mut q16, &kb16, &v16, n_kv, kvh, hd, &mut s, &mut out1,
+            );
+            for (g, w) in out1.iter().zip(&want) {
+                assert!((g - w).abs() <= 2e-3, "f16 cache, one token: {g} vs {w}");
+            }
+            if hd > 16 || n_pos > 16 {
+                differ |= out1 != out;
+            }
         }
+        assert!(differ, "the one-token order is another order");
     }
 }

@@ -28,4 +28,5 @@ pub static FLOAT_OPS: &[&crate::registry::OpInfo] = &[
     &rope::rope::INFO,
     &attention::attention_f32::INFO,
     &attention::attention_f16::INFO,
+    &attention::attention_f16_single::INFO,
 ];

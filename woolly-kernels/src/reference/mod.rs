@@ -149,7 +149,17 @@ pub fn attention(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend(q, k, v, n_kv_head, kv_head, head_dim, false, scores, out);
+    attend(
+        q,
+        k,
+        v,
+        n_kv_head,
+        kv_head,
+        head_dim,
+        (false, 1),
+        scores,
+        out,
+    );
 }
 
 /// [`attention`] with an f16 KV cache, rounding as ggml's f16 matrix products round their
@@ -173,10 +183,66 @@ pub fn attention_f16(
     }
     let k: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
     let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-    attend(q, &k, &v, n_kv_head, kv_head, head_dim, true, scores, out);
+    attend(
+        q,
+        &k,
+        &v,
+        n_kv_head,
+        kv_head,
+        head_dim,
+        (true, 1),
+        scores,
+        out,
+    );
 }
 
-/// [`attention`], with the weights rounded to f16 when `round`.
+/// [`attention_f16`] in ggml's order for a batch of one token (`ggml_vec_dot_f16`): each
+/// of a dot product's 16 lanes sums four chains, chain `c` taking the terms `i` with
+/// `i / 16 % 4 == c`, added `(a0 + a2) + (a1 + a3)` before [`reduce16`].
+/// shapes: as [`attention_f16`]
+#[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
+pub fn attention_f16_single(
+    q: &mut [f32],
+    k: &[f16],
+    v: &[f16],
+    n_kv_head: usize,
+    kv_head: usize,
+    head_dim: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    for x in q.iter_mut() {
+        *x = f16::from_f32(*x).to_f32();
+    }
+    let k: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
+    let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+    attend(
+        q,
+        &k,
+        &v,
+        n_kv_head,
+        kv_head,
+        head_dim,
+        (true, 4),
+        scores,
+        out,
+    );
+}
+
+/// A dot product's 16 lanes from its `16 * chains` chains (term `i` in chain `i % (16 *
+/// chains)`): with four, `ggml_vec_dot_f16`'s `(a0 + a2) + (a1 + a3)` per lane.
+fn lanes16(a: &[f32; 64], chains: usize) -> [f32; 16] {
+    std::array::from_fn(|l| {
+        if chains == 4 {
+            (a[l] + a[l + 32]) + (a[l + 16] + a[l + 48])
+        } else {
+            a[l]
+        }
+    })
+}
+
+/// [`attention`], with the weights rounded to f16 when `round`, each lane of a dot
+/// product summing `chains` chains ([`lanes16`]).
 #[expect(clippy::too_many_arguments, reason = "the attention's shapes")]
 fn attend(
     q: &[f32],
@@ -185,10 +251,11 @@ fn attend(
     n_kv_head: usize,
     kv_head: usize,
     head_dim: usize,
-    round: bool,
+    (round, chains): (bool, usize),
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    let n_chains = 16 * chains;
     use crate::ops::attention::K_BLOCK;
     let n_pos = v.len() / (n_kv_head * head_dim);
     let n_q = q.len() / head_dim;
@@ -202,11 +269,11 @@ fn attend(
         // w: (n_pos,) scores, then weights.
         let w = &mut scores[j * n_pos..][..n_pos];
         for (p, s) in w.iter_mut().enumerate() {
-            let mut lanes = [0f32; 16];
+            let mut a = [0f32; 64];
             for d in 0..head_dim {
-                lanes[d % 16] = q[d].mul_add(key(p, d), lanes[d % 16]);
+                a[d % n_chains] = q[d].mul_add(key(p, d), a[d % n_chains]);
             }
-            *s = reduce16(lanes) * scale;
+            *s = reduce16(lanes16(&a, chains)) * scale;
         }
         let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         for s in w.iter_mut() {
@@ -227,11 +294,11 @@ fn attend(
             }
         }
         for d in 0..head_dim {
-            let mut lanes = [0f32; 16];
+            let mut a = [0f32; 64];
             for (p, &wp) in w.iter().enumerate() {
-                lanes[p % 16] = wp.mul_add(value(p, d), lanes[p % 16]);
+                a[p % n_chains] = wp.mul_add(value(p, d), a[p % n_chains]);
             }
-            out[j * head_dim + d] = reduce16(lanes);
+            out[j * head_dim + d] = reduce16(lanes16(&a, chains));
         }
     }
 }
