@@ -125,32 +125,41 @@ fn float_ops(c: &mut Criterion) {
     g.finish();
 
     // TinyLlama's shape: 32 query heads, 4 KV heads, 512 cached positions; one call
-    // is one token's 8 query heads that share a KV head, against an f16 cache.
-    let mut g = c.benchmark_group("attention_f16");
-    for (e, d) in cases(attention::attention_f16::ENTRIES) {
-        let (hd, n_q, n_kv, n_pos) = (d[0], 8, 4, 512usize);
-        let mut q = rng.f32s(n_q * hd);
-        let k = rng.f16s(n_pos.div_ceil(attention::K_BLOCK) * attention::K_BLOCK * n_kv * hd);
-        let v = rng.f16s(n_pos * n_kv * hd);
-        let (mut scores, mut out) = (vec![0.0; n_q * n_pos], vec![0.0; n_q * hd]);
-        g.throughput(Throughput::Elements((n_q * n_pos) as u64));
-        // SAFETY: `cases` keeps only entries whose ISA is available.
-        g.bench_function(id(e.name, &d), |b| {
-            b.iter(|| unsafe {
-                (e.ptr)(
-                    black_box(&mut q),
-                    &k,
-                    &v,
-                    n_kv,
-                    1,
-                    hd,
-                    &mut scores,
-                    &mut out,
-                )
-            })
-        });
+    // is one token's 8 query heads that share a KV head, against an f16 cache. The
+    // batch's order, then ggml's one-token order (`attention_f16_single`).
+    for (group, entries) in [
+        ("attention_f16", attention::attention_f16::ENTRIES),
+        (
+            "attention_f16_single",
+            attention::attention_f16_single::ENTRIES,
+        ),
+    ] {
+        let mut g = c.benchmark_group(group);
+        for (e, d) in cases(entries) {
+            let (hd, n_q, n_kv, n_pos) = (d[0], 8, 4, 512usize);
+            let mut q = rng.f32s(n_q * hd);
+            let k = rng.f16s(n_pos.div_ceil(attention::K_BLOCK) * attention::K_BLOCK * n_kv * hd);
+            let v = rng.f16s(n_pos * n_kv * hd);
+            let (mut scores, mut out) = (vec![0.0; n_q * n_pos], vec![0.0; n_q * hd]);
+            g.throughput(Throughput::Elements((n_q * n_pos) as u64));
+            // SAFETY: `cases` keeps only entries whose ISA is available.
+            g.bench_function(id(e.name, &d), |b| {
+                b.iter(|| unsafe {
+                    (e.ptr)(
+                        black_box(&mut q),
+                        &k,
+                        &v,
+                        n_kv,
+                        1,
+                        hd,
+                        &mut scores,
+                        &mut out,
+                    )
+                })
+            });
+        }
+        g.finish();
     }
-    g.finish();
 
     // SmolLM2's decode shape (3 KV heads, 3 query heads each, head_dim 64, 128 cached
     // positions), one iteration being one token's three calls against the next of

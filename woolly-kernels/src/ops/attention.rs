@@ -203,23 +203,6 @@ fn add_n<V: Simd, const N: usize>(v: V, a: [V::F32; N], b: [V::F32; N]) -> [V::F
     r
 }
 
-/// How many chains share a lane: one (tinyBLAS), or with `VEC` four, `ggml_vec_dot_f16`'s
-/// accumulators, chain `c` taking the runs of 16 terms whose index is `c` modulo 4.
-const fn chains(vec: bool) -> usize {
-    if vec { 4 } else { 1 }
-}
-
-/// A lane's sum from its chains' (see [`chains`]): the one chain, or the four added as
-/// `ggml_vec_dot_f16` reduces its accumulators, `(a0 + a2) + (a1 + a3)`.
-#[inline(always)]
-fn join_chains<V: Simd, const N: usize>(v: V, a: &[[V::F32; N]; 4], vec: bool) -> [V::F32; N] {
-    if vec {
-        add_n(v, add_n(v, a[0], a[2]), add_n(v, a[1], a[3]))
-    } else {
-        a[0]
-    }
-}
-
 /// The 16-lane tree of [`crate::reference::reduce16`] over vectors of independent sums:
 /// `lanes[i]` holds lane `i`'s. (A plain function: a closure handed the lanes one at a
 /// time was not inlined into the AVX2 caller and ran 18 times slower.)
@@ -237,7 +220,7 @@ fn tree16<V: Simd, const N: usize>(v: V, lanes: &[[V::F32; N]; LANES16]) -> [V::
 /// The weighted sums of values over dims `d0..d0 + width` (`width` = `NV * LANES`, or
 /// fewer in the last pass, `PARTIAL`) for the `QH` heads of weights `w (QH, n_pos)` into
 /// `out (QH, hd)`. Position `p` adds to lane `p % 16`: each lane is one chain over its
-/// positions (with `VEC`, four: [`chains`]), held in registers, and the 16 lanes meet in
+/// positions (with `VEC`, four: ggml_vec_dot_f16's), held in registers, and the 16 lanes meet in
 /// the tree at the end.
 #[inline(always)]
 #[expect(
@@ -264,38 +247,33 @@ fn value_pass<
     let at = values.first + d0;
     // lanes[h][i]: head h's sums of lane i.
     let mut lanes = [[[v.zero(); NV]; LANES16]; QH];
-    let n_chains = chains(VEC);
+    let step = |acc: &mut [[V::F32; NV]; QH], p: usize, ahead: usize| {
+        value_step::<V, E, QH, NV, PARTIAL>(v, values, w, (p, ahead), (at, width, n_vecs), acc);
+    };
     for lane in 0..LANES16 {
-        let mut parts = [[[v.zero(); NV]; 4]; QH];
-        for c in 0..n_chains {
+        if VEC {
+            // parts[c]: chain c, step `m` of the lane going to chain `m % 4`; then
+            // `(a0 + a2) + (a1 + a3)`. The lane's positions are walked in order, the
+            // chains indexed at run time (held in memory). Measured slower, for a 512-
+            // position context (`attention_f16_single` in `benches/benches/kernels.rs`):
+            // each chain walked on its own (stride 64 positions), 1.1x at head_dim 64;
+            // chains 0 and 2, then 1 and 3, side by side in registers, 1.2x at 128.
+            let mut parts = [[[v.zero(); NV]; QH]; 4];
+            for (m, p) in (lane..n_pos).step_by(LANES16).enumerate() {
+                step(&mut parts[m % 4], p, VALUE_PREFETCH);
+            }
+            for h in 0..QH {
+                let a02 = add_n(v, parts[0][h], parts[2][h]);
+                lanes[h][lane] = add_n(v, a02, add_n(v, parts[1][h], parts[3][h]));
+            }
+        } else {
             let mut acc = [[v.zero(); NV]; QH];
-            for p in (lane + LANES16 * c..n_pos).step_by(LANES16 * n_chains) {
-                let mut wv = [v.zero(); QH];
-                for (h, wv) in wv.iter_mut().enumerate() {
-                    *wv = v.splat(w[h * n_pos + p]);
-                }
-                let x = &values.rows[p * values.stride + at..][..width];
-                // The rows of one KV head are strided, a pattern the hardware prefetchers
-                // follow too late when the cache comes from DRAM. (The score pass fetched
-                // the first VALUE_PREFETCH rows.)
-                values.prefetch(v, p + VALUE_PREFETCH, at, width);
-                for j in 0..n_vecs {
-                    let xv = if PARTIAL && (j + 1) * l > width {
-                        E::load_partial(v, &x[j * l..])
-                    } else {
-                        E::load(v, &x[j * l..])
-                    };
-                    for (a, &wv) in acc.iter_mut().zip(&wv) {
-                        a[j] = v.fused_mul_add(wv, xv, a[j]);
-                    }
-                }
+            for p in (lane..n_pos).step_by(LANES16) {
+                step(&mut acc, p, VALUE_PREFETCH);
             }
             for (h, acc) in acc.iter().enumerate() {
-                parts[h][c] = *acc;
+                lanes[h][lane] = *acc;
             }
-        }
-        for (h, parts) in parts.iter().enumerate() {
-            lanes[h][lane] = join_chains::<V, NV>(v, parts, VEC);
         }
     }
     for (lanes, oh) in lanes.iter().zip(out.chunks_exact_mut(hd)) {
@@ -307,6 +285,40 @@ fn value_pass<
             } else {
                 v.store(&mut o[j * l..], a);
             }
+        }
+    }
+}
+
+/// One position `p` of [`value_pass`]: `acc[h][j] += w[h][p] * vals[p][j]` over the
+/// pass's `n_vecs` vectors of dims (from `at`, `width` of them), prefetching the row
+/// `ahead` positions on. (A function, not a closure over the vectors: see [`tree16`].)
+#[inline(always)]
+fn value_step<V: Simd, E: Elem, const QH: usize, const NV: usize, const PARTIAL: bool>(
+    v: V,
+    values: &Values<'_, E>,
+    w: &[f32],
+    (p, ahead): (usize, usize),
+    (at, width, n_vecs): (usize, usize, usize),
+    acc: &mut [[V::F32; NV]; QH],
+) {
+    let (l, n_pos) = (V::LANES, values.n_pos);
+    let mut wv = [v.zero(); QH];
+    for (h, wv) in wv.iter_mut().enumerate() {
+        *wv = v.splat(w[h * n_pos + p]);
+    }
+    let x = &values.rows[p * values.stride + at..][..width];
+    // The rows of one KV head are strided, a pattern the hardware prefetchers follow too
+    // late when the cache comes from DRAM. (The score pass fetched the first
+    // VALUE_PREFETCH rows.)
+    values.prefetch(v, p + ahead, at, width);
+    for j in 0..n_vecs {
+        let xv = if PARTIAL && (j + 1) * l > width {
+            E::load_partial(v, &x[j * l..])
+        } else {
+            E::load(v, &x[j * l..])
+        };
+        for (a, &wv) in acc.iter_mut().zip(&wv) {
+            a[j] = v.fused_mul_add(wv, xv, a[j]);
         }
     }
 }
@@ -388,7 +400,7 @@ fn scores<'k, V: Simd, E: Elem + 'k, const QH: usize, const VEC: bool>(
 
 /// The dot products of each head of `q (QH, hd)` with the keys in vectors `j0..j0 + N`
 /// of the key block `kb (hd, K_BLOCK)`: dim `d` adds to lane `d % 16` (a chain of fused
-/// multiply-adds from +0 per lane; with `VEC`, four, [`chains`]), the lanes reduced by
+/// multiply-adds from +0 per lane; with `VEC`, four, ggml_vec_dot_f16's), the lanes reduced by
 /// the 16-lane tree. Each key vector is loaded (and widened from f16) once for all the
 /// heads.
 #[inline(always)]
@@ -403,29 +415,37 @@ fn score_vectors<V: Simd, E: Elem, const QH: usize, const N: usize, const VEC: b
     kb: &[E],
     j0: usize,
 ) -> [[V::F32; N]; QH] {
-    let l = V::LANES;
     // lanes[h][i]: head h's sums of lane i.
     let mut lanes = [[[v.zero(); N]; LANES16]; QH];
-    let n_chains = chains(VEC);
+    let step = |acc: &mut [[V::F32; N]; QH], d: usize| score_step(v, q, hd, kb, j0, d, acc);
     for lane in 0..LANES16 {
-        let mut parts = [[[v.zero(); N]; 4]; QH];
-        for c in 0..n_chains {
-            let mut acc = [[v.zero(); N]; QH];
-            for d in (lane + LANES16 * c..hd).step_by(LANES16 * n_chains) {
-                let kd = &kb[d * K_BLOCK..][..K_BLOCK];
-                for j in 0..N {
-                    let kv = E::load(v, &kd[(j0 + j) * l..]);
-                    for (h, a) in acc.iter_mut().enumerate() {
-                        a[j] = v.fused_mul_add(v.splat(q[h * hd + d]), kv, a[j]);
+        if VEC {
+            // Chains c and c + 2 (dims lane + 16c and lane + 16c + 32, every 64) side by
+            // side, added; then the same for c + 1: `(a0 + a2) + (a1 + a3)`.
+            let mut halves = [[[v.zero(); N]; QH]; 2];
+            for (c, half) in halves.iter_mut().enumerate() {
+                let (mut a, mut b) = ([[v.zero(); N]; QH], [[v.zero(); N]; QH]);
+                for d in (lane + LANES16 * c..hd).step_by(4 * LANES16) {
+                    step(&mut a, d);
+                    if d + 2 * LANES16 < hd {
+                        step(&mut b, d + 2 * LANES16);
                     }
                 }
+                for h in 0..QH {
+                    half[h] = add_n(v, a[h], b[h]);
+                }
+            }
+            for h in 0..QH {
+                lanes[h][lane] = add_n(v, halves[0][h], halves[1][h]);
+            }
+        } else {
+            let mut acc = [[v.zero(); N]; QH];
+            for d in (lane..hd).step_by(LANES16) {
+                step(&mut acc, d);
             }
             for (h, acc) in acc.iter().enumerate() {
-                parts[h][c] = *acc;
+                lanes[h][lane] = *acc;
             }
-        }
-        for (h, parts) in parts.iter().enumerate() {
-            lanes[h][lane] = join_chains::<V, N>(v, parts, VEC);
         }
     }
     let mut r = [[v.zero(); N]; QH];
@@ -433,6 +453,29 @@ fn score_vectors<V: Simd, E: Elem, const QH: usize, const N: usize, const VEC: b
         *r = tree16::<V, N>(v, lanes);
     }
     r
+}
+
+/// One dim `d` of [`score_vectors`]: `acc[h][j] += q[h][d] * k[d]` for the key vectors
+/// `j0..j0 + N` of dim `d`. (A function, not a closure over the vectors, so that it is
+/// inlined into the ISA's body: see [`tree16`].)
+#[inline(always)]
+fn score_step<V: Simd, E: Elem, const QH: usize, const N: usize>(
+    v: V,
+    q: &[f32],
+    hd: usize,
+    kb: &[E],
+    j0: usize,
+    d: usize,
+    acc: &mut [[V::F32; N]; QH],
+) {
+    let l = V::LANES;
+    let kd = &kb[d * K_BLOCK..][..K_BLOCK];
+    for j in 0..N {
+        let kv = E::load(v, &kd[(j0 + j) * l..]);
+        for (h, a) in acc.iter_mut().enumerate() {
+            a[j] = v.fused_mul_add(v.splat(q[h * hd + d]), kv, a[j]);
+        }
+    }
 }
 
 /// `x[i] = e^(x[i] - m)` by ggml's vector exp ([`Simd::exp_ggml`], the same operations
