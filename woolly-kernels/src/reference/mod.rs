@@ -178,22 +178,7 @@ pub fn attention_f16(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    for x in q.iter_mut() {
-        *x = f16::from_f32(*x).to_f32();
-    }
-    let k: Vec<f32> = k.iter().map(|x| x.to_f32()).collect();
-    let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-    attend(
-        q,
-        &k,
-        &v,
-        n_kv_head,
-        kv_head,
-        head_dim,
-        (true, 1),
-        scores,
-        out,
-    );
+    attend_f16(q, (k, v), (n_kv_head, kv_head, head_dim), 1, scores, out);
 }
 
 /// [`attention_f16`] in ggml's order for a batch of one token (`ggml_vec_dot_f16`): each
@@ -211,6 +196,18 @@ pub fn attention_f16_single(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    attend_f16(q, (k, v), (n_kv_head, kv_head, head_dim), 4, scores, out);
+}
+
+/// [`attend`] against an f16 cache: `q` rounded to f16 in place, the weights too.
+fn attend_f16(
+    q: &mut [f32],
+    (k, v): (&[f16], &[f16]),
+    (n_kv_head, kv_head, head_dim): (usize, usize, usize),
+    chains: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     for x in q.iter_mut() {
         *x = f16::from_f32(*x).to_f32();
     }
@@ -223,7 +220,7 @@ pub fn attention_f16_single(
         n_kv_head,
         kv_head,
         head_dim,
-        (true, 4),
+        (true, chains),
         scores,
         out,
     );

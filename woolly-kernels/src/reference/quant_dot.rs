@@ -89,6 +89,17 @@ pub fn q4k_group_sums(w: &BlockQ4K, x: &BlockQ8K, g: usize) -> (i32, i32) {
 /// `sum w x = d8 * (d * sum_g sc[g] * sum_i q[i] q8[i] - dmin * sum_g m[g] * sum_i q8[i])`,
 /// accumulated in ggml's order ([`fma_q4k`]).
 pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
+    q4k_dot(w, x, fma_q4k)
+}
+
+/// The Q4_K dot product with each block's pair sums (of [`q4k_group_sums`]) combined by
+/// `combine` ([`fma_q4k`] or [`fma_q4k_gemv`]); the result is `acc - accmin`.
+#[inline(always)]
+fn q4k_dot(
+    w: &[BlockQ4K],
+    x: &[BlockQ8K],
+    combine: fn(&BlockQ4K, &BlockQ8K, [i32; 4], [i32; 4], &mut f32, &mut f32),
+) -> f32 {
     assert_eq!(w.len(), x.len());
     let (mut acc, mut accmin) = (0.0f32, 0.0f32);
     for (w, x) in w.iter().zip(x) {
@@ -98,7 +109,7 @@ pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
             isum[g / 2] += gsum;
             imin[g / 2] += gmin;
         }
-        fma_q4k(w, x, isum, imin, &mut acc, &mut accmin);
+        combine(w, x, isum, imin, &mut acc, &mut accmin);
     }
     acc - accmin
 }
@@ -111,18 +122,7 @@ pub fn vec_dot_q4k_q8k(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
 /// the result is `acc - accmin`. [`vec_dot_q4k_q8k`] is the gemm order.
 /// shapes: w, x: (n_blocks,) of 256 weights
 pub fn vec_dot_q4k_q8k_gemv(w: &[BlockQ4K], x: &[BlockQ8K]) -> f32 {
-    assert_eq!(w.len(), x.len());
-    let (mut acc, mut accmin) = (0.0f32, 0.0f32);
-    for (w, x) in w.iter().zip(x) {
-        let (mut isum, mut imin) = ([0i32; 4], [0i32; 4]);
-        for g in 0..QK_K / 32 {
-            let (gsum, gmin) = q4k_group_sums(w, x, g);
-            isum[g / 2] += gsum;
-            imin[g / 2] += gmin;
-        }
-        fma_q4k_gemv(w, x, isum, imin, &mut acc, &mut accmin);
-    }
-    acc - accmin
+    q4k_dot(w, x, fma_q4k_gemv)
 }
 
 /// ggml's gemv float accumulation of one Q4_K x Q8_K block: the pair sums of
