@@ -392,7 +392,6 @@ impl AttentionTask<'_> {
                 nkv,
                 kv_head,
                 hd,
-                woolly_kernels::ops::attention::K_BLOCK,
                 scores,
                 out,
                 self.batch.len() == 1,

@@ -23,7 +23,6 @@
 
 use half::f16;
 use woolly_kernels::reference::quant_dot::hsum8;
-use woolly_kernels::reference::reduce16;
 
 /// Whether the ggml-exact mode is on (`WOOLLY_GGML_EXACT` set, and not `0`).
 pub fn on() -> bool {
@@ -36,116 +35,34 @@ pub fn covers(ty: woolly_kernels::GgmlType) -> bool {
     use woolly_kernels::GgmlType as T;
     matches!(ty, T::Q4_1 | T::Q8_0 | T::Q4K | T::Q6K)
 }
-pub fn exp(op: &str) -> bool {
-    std::env::var("WOOLLY_EXP_OPS")
-        .map(|v| v.contains(op))
-        .unwrap_or(true)
-}
-
-/// `ggml_v_expf` (AVX-512 variant), one lane.
-#[inline(always)]
-pub fn v_expf(x: f32) -> f32 {
-    let c = f32::from_bits;
-    let r = c(0x4b40_0000);
-    let z = x.mul_add(c(0x3fb8_aa3b), r);
-    let n = z - r;
-    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
-    let u = b * b;
-    let j = c(0x3c07_2010)
-        .mul_add(b, c(0x3d2b_9f17))
-        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
-        .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
-    }
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
-}
-
-/// `ggml_vec_dot_f16` (AVX-512): chunks of 16 into 4 accumulators by chunk % 4, reduced
-/// (a0+a2)+(a1+a3) then `reduce16`; products of f16 values are exact in f32. `a.len()` is
-/// a multiple of 16 (zero padding changes nothing).
-#[inline(always)]
-fn dot_f16_vec(a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32, n: usize) -> f32 {
-    let mut acc = [[0f32; 16]; 4];
-    for i in 0..n.div_ceil(16) * 16 {
-        let (c, l) = (i / 16, i % 16);
-        let (x, y) = if i < n { (a(i), b(i)) } else { (0.0, 0.0) };
-        acc[c % 4][l] = x.mul_add(y, acc[c % 4][l]);
-    }
-    let x: [f32; 16] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
-    reduce16(x)
-}
-
-/// tinyBLAS (llamafile_sgemm, f16 x f16, AVX-512): one 16-lane accumulator, `reduce16`.
-#[inline(always)]
-fn dot_f16_tiny(a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32, n: usize) -> f32 {
-    let mut acc = [0f32; 16];
-    for i in 0..n {
-        acc[i % 16] = a(i).mul_add(b(i), acc[i % 16]);
-    }
-    reduce16(acc)
-}
 
 /// Non-flash attention of the query heads `q (n_q, hd)` sharing KV head `kv_head`, as
-/// ggml computes it: Q rounded to f16, `K.Q` by tinyBLAS (one 16-lane FMA accumulator over
-/// dims, `reduce16`), times `1/sqrt(hd)`; soft_max with `v_expf` summed per 16 positions
-/// (`reduce16`) in f64, times `(f32)(1/sum)`; weights rounded to f16; `V^T.P` by tinyBLAS
-/// (lanes by position % 16). Keys are Woolly's transposed blocks of `k_block` positions.
+/// ggml computes it for the whole batch's size: llamafile_sgemm (tinyBLAS) takes products
+/// of two tokens or more, a batch of one token runs `ggml_vec_dot_f16`. The kernels'
+/// references compute both orders ([`woolly_kernels::reference::attention_f16`] and
+/// [`woolly_kernels::reference::attention_f16_single`]; their exp, the kernels'
+/// `exp_ggml`, clamps below -87.3 where `ggml_v_expf` goes on to zero, which changes no
+/// weight: such a weight rounds to an f16 zero, and the softmax's sum is at least 1).
+/// Keys are Woolly's transposed blocks; `q` is rounded to f16 in place.
 #[expect(clippy::too_many_arguments)]
 pub fn attend_f16(
-    q: &[f32],
+    q: &mut [f32],
     k: &[f16],
     vals: &[f16],
     n_kv_head: usize,
     kv_head: usize,
     hd: usize,
-    k_block: usize,
     scores: &mut [f32],
     out: &mut [f32],
     single: bool,
 ) {
-    // llamafile_sgemm takes products of >= 2 tokens; a batch of one token runs
-    // ggml_vec_dot_f16.
-    let dot = |a: &dyn Fn(usize) -> f32, b: &dyn Fn(usize) -> f32, n: usize| {
-        if single {
-            dot_f16_vec(a, b, n)
-        } else {
-            dot_f16_tiny(a, b, n)
-        }
+    use woolly_kernels::reference::{attention_f16, attention_f16_single};
+    let attend = if single {
+        attention_f16_single
+    } else {
+        attention_f16
     };
-    let n_pos = vals.len() / (n_kv_head * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let kb = hd * k_block;
-    for ((qh, oh), w) in q
-        .chunks_exact(hd)
-        .zip(out.chunks_exact_mut(hd))
-        .zip(scores.chunks_exact_mut(n_pos))
-    {
-        let qf: Vec<f32> = qh.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-        for (p, wp) in w.iter_mut().enumerate() {
-            let blk = &k[((p / k_block) * n_kv_head + kv_head) * kb..][..kb];
-            let kd = |d: usize| blk[d * k_block + p % k_block].to_f32();
-            *wp = dot(&kd, &|d| qf[d], hd) * scale;
-        }
-        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for s in w.iter_mut() {
-            *s = v_expf(*s - max);
-        }
-        let mut sum = 0f64;
-        for ch in w.chunks(16) {
-            let mut v = [0f32; 16];
-            v[..ch.len()].copy_from_slice(ch);
-            sum += f64::from(reduce16(v));
-        }
-        let inv = (1.0 / sum) as f32;
-        for s in w.iter_mut() {
-            *s = f16::from_f32(*s * inv).to_f32();
-        }
-        for (d, o) in oh.iter_mut().enumerate() {
-            let x = |p: usize| vals[(p * n_kv_head + kv_head) * hd + d].to_f32();
-            *o = dot(&x, &|p| w[p], n_pos);
-        }
-    }
+    attend(q, k, vals, n_kv_head, kv_head, hd, scores, out);
 }
 
 /// x86 `ggml_vec_dot_q6_K_q8_K` (AVX2): lane k of 8 sums the scaled products of elements
