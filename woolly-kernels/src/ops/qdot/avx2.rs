@@ -79,6 +79,16 @@ pub(crate) fn q4k_imin(mins: &[u8; 8], x: &BlockQ8K) -> __m128i {
     _mm_madd_epi16(m, q8s)
 }
 
+/// A Q4_K block's scale products `[d * d8, dmin * d8, 0, 0]`, each rounded once: `d` and
+/// `dmin` converted with one `vcvtph2ps` (`half`'s scalar conversion would test the CPU's
+/// features on every call).
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn q4k_scales(w: &BlockQ4K, x: &BlockQ8K) -> __m128 {
+    let bits = i32::from(w.d.to_bits()) | (i32::from(w.dmin.to_bits()) << 16);
+    _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(x.d))
+}
+
 /// [`r::fma_q4k`] on vectors: one block's pair sums `isum` and `imin` (lane `p`: pair
 /// `p`) fused in pair order into `acc`, whose lane 0 is the reference's `acc` and lane 1
 /// its `accmin` (lanes 2 and 3 are scratch). The same roundings as the reference: the
@@ -93,10 +103,7 @@ pub(crate) fn fma_q4k_pairs(
     imin: __m128i,
     acc: __m128,
 ) -> __m128 {
-    // [d, dmin] as f32 with one `vcvtph2ps` (`half`'s scalar conversion would test the
-    // CPU's features on every call), times x.d: [d * d8, dmin * d8].
-    let bits = i32::from(w.d.to_bits()) | (i32::from(w.dmin.to_bits()) << 16);
-    let dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(x.d));
+    let dm = q4k_scales(w, x);
     let dd = _mm_movelh_ps(dm, dm);
     let (is, im) = (_mm_cvtepi32_ps(isum), _mm_cvtepi32_ps(imin));
     // [is0, im0, is1, im1] and [is2, im2, is3, im3]: pair p's two sums in lanes 0 and 1
@@ -135,8 +142,7 @@ pub(crate) fn fma_q4k_block(
     imin: __m128i,
     acc: __m128,
 ) -> __m128 {
-    let bits = i32::from(w.d.to_bits()) | (i32::from(w.dmin.to_bits()) << 16);
-    let dm = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(x.d));
+    let dm = q4k_scales(w, x);
     // [sum isum, sum imin, ..]: the lanes of both added in i32 (exact).
     let s = _mm_hadd_epi32(isum, imin);
     let s = _mm_hadd_epi32(s, s);
