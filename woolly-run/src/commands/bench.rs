@@ -4,6 +4,9 @@
 //! tg N: N random tokens evaluated one at a time from an empty context (generation).
 //! tg NxS (`-s S`): S sequences generating N tokens each, their steps evaluated as one
 //! batch of S tokens (the server's continuous batching); t/s counts every sequence's.
+//! `@ dD` (`-d D`, llama-bench's `--n-depth`): each sequence's context holds D tokens
+//! before the test starts (filled untimed), so the test measures attention over a long
+//! context too.
 //! Each test runs once to warm up, then `-r` times; the table shows mean +- stddev t/s.
 
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 use woolly_model::{BatchToken, KvType, Model};
 
+use crate::commands::common::available_memory;
 use crate::model_arg;
 
 /// Output format.
@@ -68,6 +72,16 @@ pub struct BenchArgs {
         default_value = "1"
     )]
     sequences: Vec<usize>,
+    /// Context depths, comma separated: tokens already in each sequence's context when a
+    /// test starts (filled untimed), as llama-bench's `-d`.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_name = "N,..",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    depths: Vec<usize>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Md)]
     output: Output,
@@ -97,39 +111,58 @@ fn mean_stddev(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Tokens a batch fills the context with before a test (`-d`).
+const DEPTH_BATCH: usize = 512;
+
 /// One timed run of a test: tokens per second. `seqs` sequences generate together
-/// (generation only).
+/// (generation only), each after `depth` tokens of context filled untimed.
 fn run_test(
     model: &Model,
-    pp: bool,
-    n: usize,
-    seqs: usize,
+    (pp, n, seqs): (bool, usize, usize),
+    depth: usize,
     rng: &mut TokenStream,
 ) -> anyhow::Result<f64> {
     let n_vocab = model.config().n_vocab;
-    let mut kv = model.new_cache(seqs, n + 1, KvType::F16, u128::MAX)?;
-    let mut scratch = model.new_scratch(if pp { n } else { seqs }, n + 1);
+    let n_ctx = depth
+        .checked_add(n)
+        .and_then(|c| c.checked_add(1))
+        .context("-d/--n-depth plus the test size: too many tokens")?;
+    let mut kv = model.new_cache(seqs, n_ctx, KvType::F16, available_memory())?;
+    let max_batch = (if pp { n } else { seqs }).max(DEPTH_BATCH.min(depth * seqs));
+    let mut scratch = model.new_scratch(max_batch, n_ctx);
+    let filled: Vec<BatchToken> = (0..seqs)
+        .flat_map(|seq| (0..depth).map(move |pos| (seq, pos)))
+        .map(|(seq, pos)| BatchToken {
+            token: rng.next(n_vocab),
+            pos,
+            seq,
+            logits: false,
+        })
+        .collect();
+    for chunk in filled.chunks(DEPTH_BATCH) {
+        model.forward(chunk, &mut kv, &mut scratch)?;
+    }
     let tokens: Vec<u32> = (0..n * seqs).map(|_| rng.next(n_vocab)).collect();
     let t0 = Instant::now();
     if pp {
         let batch: Vec<BatchToken> = tokens
             .iter()
             .enumerate()
-            .map(|(pos, &token)| BatchToken {
+            .map(|(i, &token)| BatchToken {
                 token,
-                pos,
+                pos: depth + i,
                 seq: 0,
-                logits: pos + 1 == n,
+                logits: i + 1 == n,
             })
             .collect();
         model.forward(&batch, &mut kv, &mut scratch)?;
     } else {
         let mut batch = Vec::with_capacity(seqs);
-        for pos in 0..n {
+        for i in 0..n {
             batch.clear();
             batch.extend((0..seqs).map(|seq| BatchToken {
-                token: tokens[seq * n + pos],
-                pos,
+                token: tokens[seq * n + i],
+                pos: depth + i,
                 seq,
                 logits: true,
             }));
@@ -170,21 +203,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &t in &threads {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         let tests = std::iter::once((true, args.n_prompt, 1))
-            .chain(args.sequences.iter().map(|&s| (false, args.n_gen, s)));
-        for (pp, n, seqs) in tests {
-            if n == 0 {
-                continue;
-            }
-            let test = match (pp, seqs) {
+            .chain(args.sequences.iter().map(|&s| (false, args.n_gen, s)))
+            .filter(|&(_, n, _)| n > 0)
+            .flat_map(|test| args.depths.iter().map(move |&d| (test, d)));
+        for ((pp, n, seqs), depth) in tests {
+            let mut test = match (pp, seqs) {
                 (true, _) => format!("pp{n}"),
                 (false, 1) => format!("tg{n}"),
                 (false, s) => format!("tg{n}x{s}"),
             };
+            if depth > 0 {
+                test.push_str(&format!(" @ d{depth}"));
+            }
             let mut rng = TokenStream(42);
             let xs = pool.install(|| -> anyhow::Result<Vec<f64>> {
-                run_test(&model, pp, n, seqs, &mut rng)?; // warm-up
+                run_test(&model, (pp, n, seqs), depth, &mut rng)?; // warm-up
                 (0..args.reps)
-                    .map(|_| run_test(&model, pp, n, seqs, &mut rng))
+                    .map(|_| run_test(&model, (pp, n, seqs), depth, &mut rng))
                     .collect()
             })?;
             let (mean, sd) = mean_stddev(&xs);
@@ -200,7 +235,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 );
             }
             results.push(
-                json!({"test": test, "threads": t, "sequences": seqs, "tps": mean, "stddev": sd}),
+                json!({"test": test, "threads": t, "sequences": seqs, "depth": depth, "tps": mean, "stddev": sd}),
             );
         }
     }

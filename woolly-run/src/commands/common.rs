@@ -139,7 +139,7 @@ pub fn load(args: &RunArgs) -> anyhow::Result<Loaded> {
 }
 
 /// Memory the machine can give: MemAvailable from /proc/meminfo, or unlimited.
-fn available_memory() -> u128 {
+pub(crate) fn available_memory() -> u128 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
