@@ -351,7 +351,28 @@ fn rope_batch(
 /// AVX-512), several times what a step of the spinning team costs (about one).
 const ATTENTION_MIN_PARALLEL: usize = 1024;
 
-/// What one (token, KV head) attention task reads.
+/// How much longer a KV head's query heads take as separate tasks than in one task
+/// (which reads the head's keys and values once for all of them), as a fraction.
+/// Measured on SmolLM2 (9 query heads on 3 KV heads), 2 threads, 1536 positions deep
+/// (`woolly-run bench -p 0 -n 128 -d 1536 -t 2`, Zen 2): 9 one-head tasks took the
+/// attention from 6.26 to 5.8 ms a token where the slowest thread's share went from 6
+/// to 5 heads, about 11% more a head.
+const SPLIT_HEAD_COST: f64 = 0.15;
+
+/// Query heads per attention task: a KV head's whole group, or one query head where the
+/// group's tasks would leave threads idle (SmolLM2's three KV heads on two threads: one
+/// thread runs two of the three tasks; TinyLlama's four on sixteen) and one head per
+/// task finishes sooner despite reading the keys and values once per query head.
+/// Compared by the slowest thread's share, in query heads.
+fn heads_per_task(n_tok: usize, n_kv_head: usize, group: usize, workers: usize) -> usize {
+    let rounds = |tasks: usize| tasks.div_ceil(workers.max(1)) as f64;
+    let whole = rounds(n_tok * n_kv_head) * group as f64;
+    let split = rounds(n_tok * n_kv_head * group) * (1.0 + SPLIT_HEAD_COST);
+    if group > 1 && split < whole { 1 } else { group }
+}
+
+/// What one attention task reads: a token's query heads that share a KV head (all of
+/// them, or `heads` of them).
 struct AttentionTask<'a> {
     kernels: &'a Kernels,
     batch: &'a [BatchToken],
@@ -363,26 +384,36 @@ struct AttentionTask<'a> {
     head_dim: usize,
     /// Query heads per KV head.
     group: usize,
+    /// Query heads per task: `group` or a divisor of it.
+    heads: usize,
 }
 
 impl AttentionTask<'_> {
+    /// Tasks per token.
+    fn per_token(&self) -> usize {
+        self.n_kv_head * self.group / self.heads
+    }
+
     /// Cached positions task `t` attends to.
     fn n_pos(&self, t: usize) -> usize {
-        self.batch[t / self.n_kv_head].pos + 1
+        self.batch[t / self.per_token()].pos + 1
     }
 
     /// Head-positions of tasks `ts`, plus a little for each task's fixed costs.
     fn work(&self, ts: std::ops::Range<usize>) -> usize {
-        ts.map(|t| self.group * (self.n_pos(t) + 8)).sum()
+        ts.map(|t| self.heads * (self.n_pos(t) + 8)).sum()
     }
 
-    /// Task `t`: the query heads `q (group, head_dim)` of token `t / n_kv_head` that share
-    /// KV head `t % n_kv_head`, into `out (group, head_dim)`.
+    /// Task `t`: the query heads `q (heads, head_dim)` of token `t / per_token` that
+    /// follow the first `heads * (t % per_token)`, all sharing one KV head, into
+    /// `out (heads, head_dim)`. A query head's result is the same in any task: the
+    /// kernels compute each query head on its own.
     fn run(&self, t: usize, q: &mut [f32], out: &mut [f32], scores: &mut [f32]) {
-        let tok = &self.batch[t / self.n_kv_head];
-        let kv_head = t % self.n_kv_head;
+        let i = t / self.per_token();
+        let tok = &self.batch[i];
+        let kv_head = (t % self.per_token()) * self.heads / self.group;
         let n_pos = tok.pos + 1;
-        let scores = &mut scores[..self.group * n_pos];
+        let scores = &mut scores[..self.heads * n_pos];
         let (nkv, hd) = (self.n_kv_head, self.head_dim);
         match self.kv.view(self.layer, tok.seq, n_pos) {
             KvView::F16 { k, v } if crate::ggml_exact::on() => crate::ggml_exact::attend_f16(
@@ -396,7 +427,7 @@ impl AttentionTask<'_> {
                 out,
                 self.batch.len() == 1,
             ),
-            KvView::F16 { k, v } if self.alone[t / self.n_kv_head] => self
+            KvView::F16 { k, v } if self.alone[i] => self
                 .kernels
                 .attention_f16_single
                 .call(q, k, v, nkv, kv_head, hd, scores, out),
@@ -411,11 +442,11 @@ impl AttentionTask<'_> {
         }
     }
 
-    /// Runs every task (one per `group * head_dim` chunk of `q` and `out`), on the
+    /// Runs every task (one per `heads * head_dim` chunk of `q` and `out`), on the
     /// thread team when the work is worth it, each worker with its own scores buffer
     /// (of `len`) from `scores`.
     fn run_all(&self, q: &mut [f32], out: &mut [f32], scores: &mut [f32], len: usize) {
-        let chunk = self.group * self.head_dim;
+        let chunk = self.heads * self.head_dim;
         let n_tasks = q.len() / chunk;
         if n_tasks < 2 || self.work(0..n_tasks) < ATTENTION_MIN_PARALLEL {
             let buf = &mut scores[..len];
@@ -458,6 +489,7 @@ fn attention(
         // Only when the pool has more threads than when the scratch was made.
         scores.resize(want, 0.0);
     }
+    let group = cfg.n_head / cfg.n_head_kv;
     let task = AttentionTask {
         kernels,
         batch,
@@ -466,7 +498,8 @@ fn attention(
         layer,
         n_kv_head: cfg.n_head_kv,
         head_dim: cfg.head_dim,
-        group: cfg.n_head / cfg.n_head_kv,
+        group,
+        heads: heads_per_task(batch.len(), cfg.n_head_kv, group, team::workers()),
     };
     task.run_all(q, out, &mut scores[..want], scores_len);
 }
@@ -1060,6 +1093,14 @@ mod tests {
         );
         let by_one = logits(&model, &tokens, 2, 1, 0);
         assert!(one != by_one, "one token at a time takes the gemv order");
+        // Three and five threads split a token's attention into one task per query head
+        // (`heads_per_task`), two run a KV head's four query heads in one task.
+        for threads in [3, 5] {
+            assert!(
+                by_one == logits(&model, &tokens, threads, 1, 0),
+                "one at a time, {threads} threads"
+            );
+        }
         // Differences of f32 rounding, amplified by the 8-bit activations: RMS / std.
         let mean = one.iter().sum::<f32>() / one.len() as f32;
         let var = one.iter().map(|a| (a - mean).powi(2)).sum::<f32>();
@@ -1070,6 +1111,30 @@ mod tests {
             .sum::<f32>();
         let nrmse = (err / var).sqrt();
         assert!(nrmse < 0.02, "one at a time: NRMSE {nrmse}");
+    }
+
+    /// A KV head's query heads are split into one task each only where that leaves
+    /// the slowest thread less to do.
+    #[test]
+    fn attention_splits_query_heads_only_where_threads_would_idle() {
+        // (tokens, KV heads, group, workers) -> query heads per task.
+        for (case, want) in [
+            ((1, 3, 3, 2), 1),  // SmolLM2, one token, 2 threads: 6 heads -> 5 (x 1.15)
+            ((1, 4, 8, 2), 8),  // TinyLlama, 2 threads: balanced already
+            ((1, 4, 8, 16), 1), // TinyLlama, 16 threads: 4 tasks -> 32
+            ((8, 3, 3, 2), 3),  // SmolLM2, 8 tokens: balanced
+            ((1, 3, 3, 1), 3),  // one thread: nothing to balance
+            ((1, 2, 4, 3), 1),  // tiny-q4km, 3 threads
+            ((1, 2, 4, 2), 4),  // tiny-q4km, 2 threads
+            ((1, 32, 1, 2), 1), // no grouped heads: one head a task either way
+        ] {
+            let (n_tok, n_kv, group, workers) = case;
+            assert_eq!(
+                heads_per_task(n_tok, n_kv, group, workers),
+                want,
+                "{case:?}"
+            );
+        }
     }
 
     /// ggml's grouping, per sequence: whole groups of four of a sequence's rows are gemm,
