@@ -214,8 +214,9 @@ macro_rules! x86_k_tiles {
                     macro_rules! quarter {
                         ($j:literal) => {{
                             let j = $j;
-                            // The block's lines ahead a quarter at a time, not in one burst.
-                            ahead.part::<4, $j>();
+                            // The block's lines ahead a sixteenth at a time, not in one
+                            // burst: four parts a quarter, one each side of its two steps.
+                            ahead.part::<16, { 4 * $j }>();
                             // The pair's exact scaled sums, per token.
                             let mut isum = [_mm256_setzero_si256(); N];
                             let sv = load16(&wb.scales[16 * j..]);
@@ -232,13 +233,16 @@ macro_rules! x86_k_tiles {
                                 let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
                                 isum[n] = $gdot::<8, 8>(isum[n], &lo, &a, sc);
                             }
+                            ahead.part::<16, { 4 * $j + 1 }>();
                             let hi = q().map(|v| _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
+                            ahead.part::<16, { 4 * $j + 2 }>();
                             let sc = $scale::<1>(sv);
                             for n in 0..N {
                                 let xq = q32(&xb[n].qs, 64 * j + 32);
                                 let a: [__m256i; 8] = std::array::from_fn(|i| bcast4(xq, 4 * i));
                                 isum[n] = $gdot::<8, 8>(isum[n], &hi, &a, sc);
                             }
+                            ahead.part::<16, { 4 * $j + 3 }>();
                             for n in 0..N {
                                 if GEMV {
                                     iblock[n] = _mm256_add_epi32(iblock[n], isum[n]);
