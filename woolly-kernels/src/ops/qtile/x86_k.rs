@@ -362,11 +362,15 @@ macro_rules! x86_k_tiles {
                         ($h:literal, $q:literal) => {{
                             const J: usize = 4 * $h + $q;
                             let sv = load16(&wb.scales[16 * J..]);
-                            // One or two lines ahead per group: longer bursts were slower.
-                            ahead.part::<16, { 2 * J }>();
-                            group(2 * J, q6k_quants::<$q>(wb, $h, 0), $scale::<0>(sv));
-                            ahead.part::<16, { 2 * J + 1 }>();
-                            group(2 * J + 1, q6k_quants::<$q>(wb, $h, 4), $scale::<1>(sv));
+                            // About a line ahead per half group: longer bursts were slower.
+                            ahead.part::<32, { 4 * J }>();
+                            let u = q6k_quants::<$q>(wb, $h, 0);
+                            ahead.part::<32, { 4 * J + 1 }>();
+                            group(2 * J, u, $scale::<0>(sv));
+                            ahead.part::<32, { 4 * J + 2 }>();
+                            let u = q6k_quants::<$q>(wb, $h, 4);
+                            ahead.part::<32, { 4 * J + 3 }>();
+                            group(2 * J + 1, u, $scale::<1>(sv));
                         }};
                     }
                     quarter!(0, 0);
