@@ -7,18 +7,23 @@ fn woolly() -> Command {
     Command::cargo_bin("woolly-run").unwrap()
 }
 
-#[test]
-fn bench_json_has_every_test_including_batched_generation() {
+/// The `results` of `woolly-run bench ARGS -o json` on the conformance pack's tiny model.
+fn bench_results(args: &[&str]) -> Vec<serde_json::Value> {
     let model = conformance_file("models/tiny-q4km.gguf");
     let out = woolly()
-        .args([
-            "bench", "-p", "8", "-n", "4", "-r", "1", "-t", "1", "-s", "1,3", "-o", "json", "-m",
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["-o", "json", "-m"])
         .arg(&model)
         .assert()
         .success();
     let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    let results = v["results"].as_array().unwrap();
+    v["results"].as_array().unwrap().clone()
+}
+
+#[test]
+fn bench_json_has_every_test_including_batched_generation() {
+    let results = bench_results(&["-p", "8", "-n", "4", "-r", "1", "-t", "1", "-s", "1,3"]);
     let tests: Vec<(&str, u64)> = results
         .iter()
         .map(|r| {
@@ -46,17 +51,9 @@ fn bench_refuses_zero_sequences() {
 
 #[test]
 fn bench_runs_each_test_at_each_depth() {
-    let model = conformance_file("models/tiny-q4km.gguf");
-    let out = woolly()
-        .args([
-            "bench", "-p", "8", "-n", "4", "-r", "1", "-t", "1", "-s", "1,2", "-d", "0,600", "-o",
-            "json", "-m",
-        ])
-        .arg(&model)
-        .assert()
-        .success();
-    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    let results = v["results"].as_array().unwrap();
+    let results = bench_results(&[
+        "-p", "8", "-n", "4", "-r", "1", "-t", "1", "-s", "1,2", "-d", "0,600",
+    ]);
     let tests: Vec<(&str, u64)> = results
         .iter()
         .map(|r| (r["test"].as_str().unwrap(), r["depth"].as_u64().unwrap()))

@@ -128,7 +128,7 @@ fn run_test(
         .and_then(|c| c.checked_add(1))
         .context("-d/--n-depth plus the test size: too many tokens")?;
     let mut kv = model.new_cache(seqs, n_ctx, KvType::F16, available_memory())?;
-    let max_batch = (if pp { n } else { seqs }).max(DEPTH_BATCH.min(depth * seqs));
+    let max_batch = (if pp { n } else { seqs }).max(DEPTH_BATCH.min(depth.saturating_mul(seqs)));
     let mut scratch = model.new_scratch(max_batch, n_ctx);
     let filled: Vec<BatchToken> = (0..seqs)
         .flat_map(|seq| (0..depth).map(move |pos| (seq, pos)))
