@@ -356,7 +356,9 @@ const ATTENTION_MIN_PARALLEL: usize = 1024;
 /// Measured on SmolLM2 (9 query heads on 3 KV heads), 2 threads, 1536 positions deep
 /// (`woolly-run bench -p 0 -n 128 -d 1536 -t 2`, Zen 2): 9 one-head tasks took the
 /// attention from 6.26 to 5.8 ms a token where the slowest thread's share went from 6
-/// to 5 heads, about 11% more a head.
+/// to 5 heads, about 11% more a head. Set above that because the cost grows with the
+/// context: past L2's size each query head re-reads its KV head from L3 (at 4000
+/// positions the split gained 2% of the token's time where 11% would give about 5%).
 const SPLIT_HEAD_COST: f64 = 0.15;
 
 /// Query heads per attention task: a KV head's whole group, or one query head where the
@@ -442,13 +444,18 @@ impl AttentionTask<'_> {
         }
     }
 
+    /// Whether the tasks are worth the thread team: more than one, and enough work.
+    fn on_team(&self) -> bool {
+        let n_tasks = self.batch.len() * self.per_token();
+        n_tasks >= 2 && self.work(0..n_tasks) >= ATTENTION_MIN_PARALLEL
+    }
+
     /// Runs every task (one per `heads * head_dim` chunk of `q` and `out`), on the
-    /// thread team when the work is worth it, each worker with its own scores buffer
-    /// (of `len`) from `scores`.
+    /// thread team when [`Self::on_team`], each worker with its own scores buffer (of
+    /// `len`) from `scores`.
     fn run_all(&self, q: &mut [f32], out: &mut [f32], scores: &mut [f32], len: usize) {
         let chunk = self.heads * self.head_dim;
-        let n_tasks = q.len() / chunk;
-        if n_tasks < 2 || self.work(0..n_tasks) < ATTENTION_MIN_PARALLEL {
+        if !self.on_team() {
             let buf = &mut scores[..len];
             let tasks = q.chunks_exact_mut(chunk).zip(out.chunks_exact_mut(chunk));
             for (t, (q, out)) in tasks.enumerate() {
@@ -490,7 +497,7 @@ fn attention(
         scores.resize(want, 0.0);
     }
     let group = cfg.n_head / cfg.n_head_kv;
-    let task = AttentionTask {
+    let whole = AttentionTask {
         kernels,
         batch,
         alone,
@@ -499,7 +506,17 @@ fn attention(
         n_kv_head: cfg.n_head_kv,
         head_dim: cfg.head_dim,
         group,
-        heads: heads_per_task(batch.len(), cfg.n_head_kv, group, team::workers()),
+        heads: group,
+    };
+    // Split only tasks that go to the team: on one thread it would only cost. (Split,
+    // the work grows by the extra tasks' fixed costs, so the team still takes it.)
+    let task = if whole.on_team() {
+        AttentionTask {
+            heads: heads_per_task(batch.len(), cfg.n_head_kv, group, team::workers()),
+            ..whole
+        }
+    } else {
+        whole
     };
     task.run_all(q, out, &mut scores[..want], scores_len);
 }
@@ -1094,7 +1111,8 @@ mod tests {
         let by_one = logits(&model, &tokens, 2, 1, 0);
         assert!(one != by_one, "one token at a time takes the gemv order");
         // Three and five threads split a token's attention into one task per query head
-        // (`heads_per_task`), two run a KV head's four query heads in one task.
+        // (`heads_per_task`) once it goes to the team (from position 119 on here), two
+        // run a KV head's four query heads in one task.
         for threads in [3, 5] {
             assert!(
                 by_one == logits(&model, &tokens, threads, 1, 0),
