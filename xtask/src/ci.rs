@@ -5,6 +5,7 @@
 //! `test result:` lines and for `SKIPPED:` lines, so the last line can say how many
 //! tests passed, failed and were skipped across all suites.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -17,8 +18,13 @@ struct Tally {
     passed: u64,
     failed: u64,
     skipped: u64,
-    failed_steps: Vec<String>,
+    /// Each failing step's name and the last lines it printed, repeated at the end of
+    /// the run so that a log cut to its head and tail still says why.
+    failed_steps: Vec<(String, Vec<String>)>,
 }
+
+/// Lines of a failing step's output repeated at the end of the run.
+const FAILURE_TAIL: usize = 12;
 
 impl Tally {
     fn scan(&mut self, line: &str) {
@@ -76,19 +82,33 @@ fn step(tally: &mut Tally, name: &str, args: &[&str], envs: &[(&str, &str)]) -> 
         }
         seen
     });
+    // The last lines of stdout, for the failure report.
+    let mut out_tail = VecDeque::with_capacity(FAILURE_TAIL);
     let stdout = child.stdout.take().expect("piped");
     let mut out = std::io::stdout().lock();
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         let _ = writeln!(out, "{line}");
         tally.scan(&line);
+        if out_tail.len() == FAILURE_TAIL {
+            out_tail.pop_front();
+        }
+        out_tail.push_back(line);
     }
     drop(out);
-    for line in err_lines.join().unwrap_or_default() {
-        tally.scan(&line);
+    let err_lines = err_lines.join().unwrap_or_default();
+    for line in &err_lines {
+        tally.scan(line);
     }
     let status = child.wait()?;
     if !status.success() {
-        tally.failed_steps.push(name.to_owned());
+        // stderr last: cargo and xtask say why a step failed there.
+        let out_tail = Vec::from(out_tail);
+        let tail = |lines: &[String], n: usize| lines[lines.len().saturating_sub(n)..].to_vec();
+        let mut last = tail(&out_tail, FAILURE_TAIL / 3);
+        last.extend(tail(&err_lines, FAILURE_TAIL - last.len()));
+        tally
+            .failed_steps
+            .push((format!("{name} ({status})"), last));
     }
     eprintln!(
         "=== xtask ci: {name}: {} after {:.0} s",
@@ -170,8 +190,15 @@ pub fn run() -> anyhow::Result<()> {
         &[],
     )?;
 
+    for (name, last) in &tally.failed_steps {
+        eprintln!("xtask ci: {name} failed; its last lines:");
+        for line in last {
+            eprintln!("    {line}");
+        }
+    }
     if !tally.failed_steps.is_empty() {
-        eprintln!("xtask ci: failing steps: {}", tally.failed_steps.join(", "));
+        let names: Vec<&str> = tally.failed_steps.iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!("xtask ci: failing steps: {}", names.join(", "));
     }
     println!(
         "summary: {} passed, {} failed, {} skipped in {:.0} s",
@@ -184,5 +211,34 @@ pub fn run() -> anyhow::Result<()> {
         Ok(())
     } else {
         std::process::exit(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_step_keeps_the_lines_that_say_why() {
+        let mut tally = Tally::default();
+        step(&mut tally, "bogus", &["woolly-no-such-subcommand"], &[]).unwrap();
+        let [(name, last)] = &tally.failed_steps[..] else {
+            panic!("one failing step, got {:?}", tally.failed_steps);
+        };
+        assert!(name.starts_with("bogus ("), "{name}");
+        assert!(
+            last.iter().any(|l| l.contains("no such command")),
+            "{last:?}"
+        );
+        assert!(last.len() <= FAILURE_TAIL);
+    }
+
+    #[test]
+    fn test_results_are_counted() {
+        let mut tally = Tally::default();
+        tally.scan("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured");
+        tally.scan("test result: FAILED. 3 passed; 2 failed; 0 ignored");
+        tally.scan("SKIPPED: q4k on avx512 (CPU lacks it)");
+        assert_eq!((tally.passed, tally.failed, tally.skipped), (15, 2, 1));
     }
 }

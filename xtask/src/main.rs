@@ -121,8 +121,20 @@ fn all_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Runs the command; an error is one line on stderr (its causes joined, no backtrace
+/// even where `RUST_BACKTRACE` is set, as in CI) and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::Ci => ci::run(),
         Cmd::Test { aarch64: true } => aarch64::run(),
         Cmd::Test { aarch64: false } => {
