@@ -515,7 +515,9 @@ impl Kernels {
         // a 64-token batch through SmolLM2's gate and up that would be 0.8 MB). The
         // tiles write every element, so the buffer is never cleared, only grown.
         let weights = groups * ROWS * first.cols * batch;
-        let stage_len = per_task * batch * ROWS;
+        let split = TaskSplit::new(groups, per_task, batch, crate::team::workers());
+        // Whole cache lines and one apart, so that no two threads' stages share a line.
+        let stage_len = (split.largest() * batch * ROWS).next_multiple_of(16) + 16;
         let n_stages = stage_len * stage_count(weights);
         if yt.len() < n_stages {
             yt.resize(n_stages, 0.0);
@@ -523,15 +525,14 @@ impl Kernels {
         let gemv_any = orders.contains(&Q4kOrder::Gemv);
         let outputs = Outputs::new(ys);
         let matrix_of = |g: usize| start[..ws.len()].partition_point(|&s| s <= g) - 1;
-        let n_tasks = groups.div_ceil(per_task);
         for_tasks_with_stage(
-            n_tasks,
+            split.n_tasks(),
             &mut yt[..n_stages],
             stage_len,
             weights,
             |task, stage| {
-                let g0 = task_start(task, n_tasks, groups);
-                let n_groups = task_start(task + 1, n_tasks, groups) - g0;
+                let (g0, g1) = (split.start(task), split.start(task + 1));
+                let n_groups = g1 - g0;
                 let chunk = &mut stage[..n_groups * batch * ROWS];
                 for t0 in (0..batch).step_by(TOKENS_PER_PASS) {
                     let t1 = (t0 + TOKENS_PER_PASS).min(batch);
@@ -583,16 +584,88 @@ impl Kernels {
     }
 }
 
-/// The first row group of task `task` when `n_tasks` tasks share `groups` row groups
-/// (task `n_tasks` starts at `groups`): as evenly as whole pairs allow, each task
-/// starting on an even group so that two-group kernels find their pairs inside it.
-/// With `groups.div_ceil(per_task)` tasks (`per_task` even) none holds more than
-/// `per_task` groups, and none is empty. An even split rather than `per_task` each and a
-/// short last task: with a handful of tasks per thread, a short task left one thread
-/// idle at the end of each pass (SmolLM2, 8 sequences decoding together at 2 threads:
-/// the calling thread ran 58% of the Q4_1 tiles).
-fn task_start(task: usize, n_tasks: usize, groups: usize) -> usize {
-    (2 * (task * groups.div_ceil(2) / n_tasks)).min(groups)
+/// How a pass's row groups are cut into tasks, each starting on an even group so that
+/// two-group kernels find their pairs inside it. Which task computes a group never
+/// changes a result, so a split is free to assume a schedule the team may not follow (a
+/// busy team runs every task inline).
+///
+/// - **Even** (batches, small matrices): `groups.div_ceil(per_task)` tasks as even as
+///   whole pairs allow, none over `per_task` groups and none empty. Even rather than
+///   `per_task` each and a short last task: with a handful of tasks per thread, a short
+///   task left one thread idle at the end of each pass (SmolLM2, 8 sequences decoding
+///   together at 2 threads: the calling thread ran 58% of the Q4_1 tiles).
+/// - **Halving** (one token, at least two even tasks per worker): [`crate::team::run`]
+///   gives worker `w` tasks `w * n..(w + 1) * n` of `n * workers`, so the groups are
+///   shared out evenly into one range per worker, and each range is cut into
+///   `n` tasks whose sizes halve (16, 8, 4, 2 and 1 parts of 31). A worker
+///   that finishes its range takes the other's remaining tasks one at a time, so the
+///   step ends within about the last, smallest task instead of half an even one. On
+///   TinyLlama's decode at 2 threads (session 24, a Zen 2 host) the calling thread
+///   waited 11 us at the end of each 210 us step with four even tasks a worker, 3 us
+///   with five halving ones, and tg128 rose 1.6% (SmolLM2 0.9%); with batches, prompt
+///   processing measured 0.2-1.3% slower (its stage grows with the largest task), so
+///   they keep the even split.
+#[derive(Clone, Copy, Debug)]
+struct TaskSplit {
+    groups: usize,
+    /// Contiguous ranges of groups (one per worker, or one per task when even).
+    ranges: usize,
+    /// Tasks in each range.
+    per_range: usize,
+}
+
+impl TaskSplit {
+    /// Halving tasks per worker: enough that the last one is small, few enough that task
+    /// boundaries (each a cold start for the prefetcher) stay rare. Twelve even tasks a
+    /// worker cut the wait less (8 us) and made the steps slower; six halving ones
+    /// measured the same as five.
+    const PER_RANGE: usize = 5;
+
+    /// The split of `groups` row groups of a pass over `batch` tokens for `workers`
+    /// workers, where the even split has tasks of at most `per_task` groups
+    /// ([`rows_per_task`]): halving for one token where the even split gives each worker
+    /// at least two tasks, else even.
+    fn new(groups: usize, per_task: usize, batch: usize, workers: usize) -> TaskSplit {
+        let even = groups.div_ceil(per_task);
+        if batch == 1 && workers > 1 && even >= 2 * workers {
+            TaskSplit {
+                groups,
+                ranges: workers,
+                per_range: Self::PER_RANGE,
+            }
+        } else {
+            // `even` ranges of one task each: the even split.
+            TaskSplit {
+                groups,
+                ranges: even.max(1),
+                per_range: 1,
+            }
+        }
+    }
+
+    fn n_tasks(&self) -> usize {
+        self.ranges * self.per_range
+    }
+
+    /// The first row group of task `task` (task `n_tasks` starts at `groups`).
+    fn start(&self, task: usize) -> usize {
+        let (r, k) = (task / self.per_range, task % self.per_range);
+        let pairs = self.groups.div_ceil(2);
+        let (lo, hi) = (r * pairs / self.ranges, (r + 1) * pairs / self.ranges);
+        // Tasks 0..k of the range hold 2^(n-1) + .. + 2^(n-k) of its 2^n - 1 parts.
+        let n = self.per_range;
+        let parts = (1usize << n) - 1;
+        let before = parts - ((1usize << (n - k)) - 1);
+        (2 * (lo + (hi - lo) * before / parts)).min(self.groups)
+    }
+
+    /// The most groups a task holds.
+    fn largest(&self) -> usize {
+        (0..self.n_tasks())
+            .map(|t| self.start(t + 1) - self.start(t))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 #[cfg(test)]
@@ -601,31 +674,44 @@ mod tests {
     use crate::quant;
     use crate::testing::{TestRng, for_each_isa};
 
-    /// The tasks of a pass cover every row group once, in order, each task non-empty,
-    /// starting on an even group and holding at most `per_task` groups.
+    /// The tasks of a pass cover every row group once, in order, each starting on an
+    /// even group, none longer than `largest()`. The even split: every task non-empty,
+    /// at most `per_task` groups, within 3 of each other. The halving split: each
+    /// worker's range holds its share of pairs, and its tasks shrink.
     #[test]
-    fn tasks_split_the_groups_evenly_in_pairs() {
+    fn tasks_cover_the_groups_in_pairs_evenly_or_halving() {
         for groups in 1usize..200 {
             for per_task in (2..40).step_by(2) {
-                let n_tasks = groups.div_ceil(per_task);
-                let starts: Vec<usize> = (0..=n_tasks)
-                    .map(|t| task_start(t, n_tasks, groups))
-                    .collect();
-                assert_eq!((starts[0], starts[n_tasks]), (0, groups));
-                for w in starts.windows(2) {
-                    let len = w[1] - w[0];
-                    assert!(
-                        w[0] % 2 == 0 && len > 0 && len <= per_task,
-                        "{groups} groups, {per_task} per task: {starts:?}"
-                    );
+                for (batch, workers) in [(1, 1), (4, 2), (1, 2), (1, 3), (1, 16)] {
+                    let split = TaskSplit::new(groups, per_task, batch, workers);
+                    let n = split.n_tasks();
+                    let starts: Vec<usize> = (0..=n).map(|t| split.start(t)).collect();
+                    let at = format!("{groups} groups, {per_task} per task, {split:?}: {starts:?}");
+                    assert_eq!((starts[0], starts[n]), (0, groups), "{at}");
+                    let lens: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+                    for (t, len) in lens.iter().enumerate() {
+                        assert!(
+                            starts[t].is_multiple_of(2) && *len <= split.largest(),
+                            "{at}"
+                        );
+                    }
+                    let even = groups.div_ceil(per_task);
+                    if batch > 1 || workers == 1 || even < 2 * workers {
+                        assert_eq!(n, even, "{at}");
+                        let (min, max) = (*lens.iter().min().unwrap(), *lens.iter().max().unwrap());
+                        assert!(min > 0 && max <= per_task && max - min <= 3, "{at}");
+                        continue;
+                    }
+                    assert_eq!(n, workers * TaskSplit::PER_RANGE, "{at}");
+                    let pairs = groups.div_ceil(2);
+                    for (w, range) in lens.chunks(TaskSplit::PER_RANGE).enumerate() {
+                        let share = (w + 1) * pairs / workers - w * pairs / workers;
+                        let held: usize = range.iter().sum();
+                        assert!(held.div_ceil(2) == share, "{at}");
+                        assert!(range.windows(2).all(|p| p[0] + 2 >= p[1]), "{at}");
+                        assert!(range[0] >= range[TaskSplit::PER_RANGE - 1], "{at}");
+                    }
                 }
-                let (min, max) = starts.windows(2).fold((usize::MAX, 0), |(lo, hi), w| {
-                    (lo.min(w[1] - w[0]), hi.max(w[1] - w[0]))
-                });
-                assert!(
-                    max - min <= 3,
-                    "{groups} groups, {per_task} per task: {starts:?}"
-                );
             }
         }
     }
