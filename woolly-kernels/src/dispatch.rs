@@ -35,6 +35,10 @@ pub struct Tiles {
     pub q4k_gemv: qtile::tile_q4k_q8k_gemv::Selected,
     /// Q6_K rows x Q8_K activations.
     pub q6k: qtile::tile_q6k_q8k::Selected,
+    /// One token against a run of Q4_K row groups, in ggml's gemv order.
+    pub q4k_gemv_rows: qtile::rows_q4k_q8k_gemv::Selected,
+    /// One token against a run of Q6_K row groups.
+    pub q6k_rows: qtile::rows_q6k_q8k::Selected,
     /// Two Q4_K row groups at once, where that beats two [`Tiles::q4k`] calls (AVX-512:
     /// sixteen rows per 512-bit vector); `None` elsewhere.
     pub q4k_pair: Option<qtile::tile2_q4k_q8k::Selected>,
@@ -57,6 +61,8 @@ impl Tiles {
             q4k: qtile::tile_q4k_q8k::select(isa, &[]),
             q4k_gemv: qtile::tile_q4k_q8k_gemv::select(isa, &[]),
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
+            q4k_gemv_rows: qtile::rows_q4k_q8k_gemv::select(isa, &[]),
+            q6k_rows: qtile::rows_q6k_q8k::select(isa, &[]),
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),
             q6k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q6k_q8k::select(isa, &[])),
             // Not taken: in ggml's order (one accumulator per row and lane of four

@@ -320,6 +320,34 @@ impl PackedMatrix {
         true
     }
 
+    /// Row groups `g..g + n` against the one token `t` of `x`, into `out (n, 8)`, Q4_K
+    /// in `order`, in one call, when this ISA's tiles have such a kernel for the format
+    /// and order (Q4_K in the gemv order, Q6_K; [`crate::dispatch::Tiles::q4k_gemv_rows`]);
+    /// returns whether it ran.
+    fn tile_rows(
+        &self,
+        k: &Kernels,
+        (g, n): (usize, usize),
+        x: Quantized<'_>,
+        t: usize,
+        out: &mut [f32],
+        order: Q4kOrder,
+    ) -> bool {
+        let (groups, tiles) = (self.groups(), &k.tiles);
+        match (&self.blocks, x) {
+            (Packed::Q4K(w), Quantized::Q8K(x, _)) if order == Q4kOrder::Gemv => {
+                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                tiles.q4k_gemv_rows.call(w, x, out);
+            }
+            (Packed::Q6K(w), Quantized::Q8K(x, _)) => {
+                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                tiles.q6k_rows.call(w, x, out);
+            }
+            _ => return false,
+        }
+        true
+    }
+
     /// Row group `g` against tokens `t0..t1` of `x`, into `out (t1 - t0, 8)`, Q4_K in
     /// `order`.
     fn tile(
@@ -540,6 +568,16 @@ impl Kernels {
                     while j < n_groups {
                         let g = g0 + j;
                         let i = matrix_of(g);
+                        if batch == 1 {
+                            // One token: the task's groups of this matrix in one call.
+                            let n = (n_groups - j).min(start[i] + ws[i].groups() - g);
+                            let order = orders.first().copied().unwrap_or(Q4kOrder::Gemm);
+                            let out = &mut chunk[j * ROWS..(j + n) * ROWS];
+                            if ws[i].tile_rows(self, (g - start[i], n), xq, 0, out, order) {
+                                j += n;
+                                continue;
+                            }
+                        }
                         let (gi, stride) = (g - start[i], batch * ROWS);
                         let (out, rest) = chunk[j * stride..].split_at_mut(stride);
                         let out = &mut out[t0 * ROWS..t1 * ROWS];

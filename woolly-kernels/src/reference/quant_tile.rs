@@ -80,6 +80,40 @@ pub fn tile_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
     tile::<BlockQ6K, _>(w, x, out, qd::vec_dot_q6k_q8k);
 }
 
+/// One token against consecutive row groups of Q4_K (`w` holds each group's `nb =
+/// x.len()` super-blocks in turn) in ggml's gemv order: [`tile_q4k_q8k_gemv`] of each
+/// group, group `g` into `out[8g..8g + 8]`.
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+pub fn rows_q4k_q8k_gemv(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    for (wg, o) in group_runs(w, x, out) {
+        tile_q4k_q8k_gemv(wg, x, o);
+    }
+}
+
+/// One token against consecutive row groups of Q6_K: [`tile_q6k_q8k`] of each group,
+/// as [`rows_q4k_q8k_gemv`].
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+pub fn rows_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    for (wg, o) in group_runs(w, x, out) {
+        tile_q6k_q8k(wg, x, o);
+    }
+}
+
+/// Each row group's blocks of `w` (`x.len()` of them) with its eight outputs.
+///
+/// # Panics
+/// When `x` is empty or the lengths disagree.
+pub fn group_runs<'a, W>(
+    w: &'a [W],
+    x: &[BlockQ8K],
+    out: &'a mut [f32],
+) -> impl Iterator<Item = (&'a [W], &'a mut [f32])> {
+    let nb = x.len();
+    assert!(nb > 0, "one token of activation blocks");
+    assert_eq!(w.len() * 8, out.len() * nb, "eight outputs a row group");
+    w.chunks_exact(nb).zip(out.chunks_exact_mut(8))
+}
+
 /// Two consecutive row groups of Q6_K (`w` holds group `a`'s `nb` super-blocks, then
 /// group `b`'s) against Q8_K activations: [`tile_q6k_q8k`] of each group.
 /// shapes: w: (2 * nb,); x: (n_tok, nb); out_a, out_b: (n_tok, 8)

@@ -134,6 +134,50 @@ pub fn tile_q4k_q8k_gemv<V: Simd, const T: usize>(
     r::tile_q4k_q8k_gemv(w, x, out)
 }
 
+/// One token against consecutive Q4_K row groups in ggml's gemv order, group `g` into
+/// `out[8g..8g + 8]`: what [`tile_q4k_q8k_gemv`](fn@tile_q4k_q8k_gemv) writes for each
+/// group, in one call. Token generation's products go through it a run of groups at a
+/// time, where a call per group of eight rows cost some 4% of the decode in dispatch
+/// and slicing.
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::rows_q4k_q8k_gemv,
+    tolerance = exact(),
+    override(
+        avx2 = x86_k::avx2::rows_q4k_q8k_gemv,
+        avx512 = x86_k::avx512::rows_q4k_q8k_gemv
+    ),
+    test(
+        w = { let nb = rng.range(1, 6); rng.q4kx8(3 * nb) },
+        x = rng.q8k(w.len() / 3),
+        out = rng.f32s(3 * 8),
+    ),
+)]
+pub fn rows_q4k_q8k_gemv<V: Simd>(v: V, w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    let _ = v;
+    r::rows_q4k_q8k_gemv(w, x, out)
+}
+
+/// One token against consecutive Q6_K row groups, as
+/// [`rows_q4k_q8k_gemv`](fn@rows_q4k_q8k_gemv) for [`tile_q6k_q8k`](fn@tile_q6k_q8k).
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::rows_q6k_q8k,
+    tolerance = exact(),
+    override(avx2 = x86_k::avx2::rows_q6k_q8k, avx512 = x86_k::avx512::rows_q6k_q8k),
+    test(
+        w = { let nb = rng.range(1, 6); rng.q6kx8(3 * nb) },
+        x = rng.q8k(w.len() / 3),
+        out = rng.f32s(3 * 8),
+    ),
+)]
+pub fn rows_q6k_q8k<V: Simd>(v: V, w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    let _ = v;
+    r::rows_q6k_q8k(w, x, out)
+}
+
 /// Two consecutive row groups of Q4_K (16 rows: `w` holds group a's super-blocks, then
 /// group b's) x Q8_K activations, into `out_a` and `out_b` as
 /// [`tile_q4k_q8k`](fn@tile_q4k_q8k) would write them. AVX-512 runs both groups in one

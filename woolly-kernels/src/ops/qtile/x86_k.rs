@@ -450,6 +450,34 @@ macro_rules! x86_k_tiles {
                 });
             }
 
+            /// One token against consecutive Q4_K row groups in ggml's gemv order,
+            /// bit-identical to [`crate::reference::quant_tile::rows_q4k_q8k_gemv`].
+            /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn rows_q4k_q8k_gemv(_: $token, w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+                for (wg, o) in crate::reference::quant_tile::group_runs(w, x, out) {
+                    q4k_n::<1, true>(wg, x, o);
+                }
+            }
+
+            /// One token against consecutive Q6_K row groups, bit-identical to
+            /// [`crate::reference::quant_tile::rows_q6k_q8k`].
+            /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn rows_q6k_q8k(_: $token, w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+                for (wg, o) in crate::reference::quant_tile::group_runs(w, x, out) {
+                    q6k_n::<1>(wg, x, o);
+                }
+            }
+
             /// Q6_K rows x Q8_K activations, bit-identical to
             /// [`crate::reference::quant_tile::tile_q6k_q8k`].
             /// shapes: w: (nb,); x: (T, nb); out: (T, 8)
