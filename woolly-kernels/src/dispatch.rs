@@ -35,6 +35,10 @@ pub struct Tiles {
     pub q4k_gemv: qtile::tile_q4k_q8k_gemv::Selected,
     /// Q6_K rows x Q8_K activations.
     pub q6k: qtile::tile_q6k_q8k::Selected,
+    /// One token against a run of Q4_1 row groups.
+    pub q4_1_rows: qtile::rows_q4_1_q8_1::Selected,
+    /// One token against a run of Q8_0 row groups.
+    pub q8_0_rows: qtile::rows_q8_0_q8_0::Selected,
     /// One token against a run of Q4_K row groups, in ggml's gemv order.
     pub q4k_gemv_rows: qtile::rows_q4k_q8k_gemv::Selected,
     /// One token against a run of Q6_K row groups.
@@ -61,6 +65,8 @@ impl Tiles {
             q4k: qtile::tile_q4k_q8k::select(isa, &[]),
             q4k_gemv: qtile::tile_q4k_q8k_gemv::select(isa, &[]),
             q6k: qtile::tile_q6k_q8k::select(isa, &[]),
+            q4_1_rows: qtile::rows_q4_1_q8_1::select(isa, &[]),
+            q8_0_rows: qtile::rows_q8_0_q8_0::select(isa, &[]),
             q4k_gemv_rows: qtile::rows_q4k_q8k_gemv::select(isa, &[]),
             q6k_rows: qtile::rows_q6k_q8k::select(isa, &[]),
             q4k_pair: (isa == Isa::Avx512).then(|| qtile::tile2_q4k_q8k::select(isa, &[])),

@@ -321,9 +321,9 @@ impl PackedMatrix {
     }
 
     /// Row groups `g..g + n` against the one token `t` of `x`, into `out (n, 8)`, Q4_K
-    /// in `order`, in one call, when this ISA's tiles have such a kernel for the format
-    /// and order (Q4_K in the gemv order, Q6_K; [`crate::dispatch::Tiles::q4k_gemv_rows`]);
-    /// returns whether it ran.
+    /// in `order`, in one call ([`crate::dispatch::Tiles::q4k_gemv_rows`] and its
+    /// siblings), where the format has such a kernel (all but Q4_K in the gemm order,
+    /// which AVX-512 runs two groups at a time); returns whether it ran.
     fn tile_rows(
         &self,
         k: &Kernels,
@@ -335,6 +335,14 @@ impl PackedMatrix {
     ) -> bool {
         let (groups, tiles) = (self.groups(), &k.tiles);
         match (&self.blocks, x) {
+            (Packed::Q4_1(w), Quantized::Q8_1(x, _)) => {
+                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                tiles.q4_1_rows.call(w, x, out);
+            }
+            (Packed::Q8_0(w), Quantized::Q8_0(x, _)) => {
+                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                tiles.q8_0_rows.call(w, x, out);
+            }
             (Packed::Q4K(w), Quantized::Q8K(x, _)) if order == Q4kOrder::Gemv => {
                 let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
                 tiles.q4k_gemv_rows.call(w, x, out);

@@ -90,6 +90,24 @@ pub fn rows_q4k_q8k_gemv(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
     }
 }
 
+/// One token against consecutive row groups of Q4_1: [`tile_q4_1_q8_1`] of each group,
+/// as [`rows_q4k_q8k_gemv`].
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+pub fn rows_q4_1_q8_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
+    for (wg, o) in group_runs(w, x, out) {
+        tile_q4_1_q8_1(wg, x, o);
+    }
+}
+
+/// One token against consecutive row groups of Q8_0: [`tile_q8_0_q8_0`] of each group,
+/// as [`rows_q4k_q8k_gemv`].
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+pub fn rows_q8_0_q8_0(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
+    for (wg, o) in group_runs(w, x, out) {
+        tile_q8_0_q8_0(wg, x, o);
+    }
+}
+
 /// One token against consecutive row groups of Q6_K: [`tile_q6k_q8k`] of each group,
 /// as [`rows_q4k_q8k_gemv`].
 /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
@@ -103,9 +121,9 @@ pub fn rows_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
 ///
 /// # Panics
 /// When `x` is empty or the lengths disagree.
-pub fn group_runs<'a, W>(
+pub fn group_runs<'a, W, X>(
     w: &'a [W],
-    x: &[BlockQ8K],
+    x: &[X],
     out: &'a mut [f32],
 ) -> impl Iterator<Item = (&'a [W], &'a mut [f32])> {
     let nb = x.len();

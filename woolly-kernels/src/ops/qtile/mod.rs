@@ -134,6 +134,44 @@ pub fn tile_q4k_q8k_gemv<V: Simd, const T: usize>(
     r::tile_q4k_q8k_gemv(w, x, out)
 }
 
+/// One token against consecutive Q4_1 row groups, as
+/// [`rows_q4k_q8k_gemv`](fn@rows_q4k_q8k_gemv) for [`tile_q4_1_q8_1`](fn@tile_q4_1_q8_1).
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::rows_q4_1_q8_1,
+    tolerance = exact(),
+    override(avx2 = x86::avx2::rows_q4_1_q8_1, avx512 = x86::avx512::rows_q4_1_q8_1),
+    test(
+        w = { let nb = rng.range(1, 40); rng.q4_1x8(3 * nb) },
+        x = rng.q8_1_act(w.len() / 3),
+        out = rng.f32s(3 * 8),
+    ),
+)]
+pub fn rows_q4_1_q8_1<V: Simd>(v: V, w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
+    let _ = v;
+    r::rows_q4_1_q8_1(w, x, out)
+}
+
+/// One token against consecutive Q8_0 row groups, as
+/// [`rows_q4k_q8k_gemv`](fn@rows_q4k_q8k_gemv) for [`tile_q8_0_q8_0`](fn@tile_q8_0_q8_0).
+/// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+#[kernel(
+    isa(scalar, avx2, avx512, neon, neon_dotprod),
+    reference = r::rows_q8_0_q8_0,
+    tolerance = exact(),
+    override(avx2 = x86::avx2::rows_q8_0_q8_0, avx512 = x86::avx512::rows_q8_0_q8_0),
+    test(
+        w = { let nb = rng.range(1, 40); rng.q8_0x8(3 * nb) },
+        x = rng.q8_0_act(w.len() / 3),
+        out = rng.f32s(3 * 8),
+    ),
+)]
+pub fn rows_q8_0_q8_0<V: Simd>(v: V, w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
+    let _ = v;
+    r::rows_q8_0_q8_0(w, x, out)
+}
+
 /// One token against consecutive Q4_K row groups in ggml's gemv order, group `g` into
 /// `out[8g..8g + 8]`: what [`tile_q4k_q8k_gemv`](fn@tile_q4k_q8k_gemv) writes for each
 /// group, in one call. Token generation's products go through it a run of groups at a

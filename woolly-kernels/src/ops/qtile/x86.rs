@@ -372,6 +372,34 @@ macro_rules! x86_tiles {
                 tiles(w.len(), x, out, (T, 1), |x, out| q4_1_1(w, x, out));
             }
 
+            /// One token against consecutive Q4_1 row groups, bit-identical to
+            /// [`crate::reference::quant_tile::rows_q4_1_q8_1`].
+            /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn rows_q4_1_q8_1(_: $token, w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
+                for (wg, o) in crate::reference::quant_tile::group_runs(w, x, out) {
+                    q4_1_1(wg, x, o);
+                }
+            }
+
+            /// One token against consecutive Q8_0 row groups, bit-identical to
+            /// [`crate::reference::quant_tile::rows_q8_0_q8_0`].
+            /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
+            ///
+            /// # Safety
+            /// Safe to call from code compiled with the same features; elsewhere the
+            /// caller must know the CPU has them (the token argument proves it).
+            #[target_feature(enable = $features)]
+            pub fn rows_q8_0_q8_0(_: $token, w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
+                for (wg, o) in crate::reference::quant_tile::group_runs(w, x, out) {
+                    q8_0_1(wg, x, o);
+                }
+            }
+
             /// Q8_0 rows x Q8_0 activations, bit-identical to
             /// [`crate::reference::quant_tile::tile_q8_0_q8_0`].
             /// shapes: w: (nb,); x: (T, nb); out: (T, 8)
