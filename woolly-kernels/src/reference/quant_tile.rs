@@ -85,35 +85,35 @@ pub fn tile_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
 /// group, group `g` into `out[8g..8g + 8]`.
 /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
 pub fn rows_q4k_q8k_gemv(w: &[BlockQ4Kx8], x: &[BlockQ8K], out: &mut [f32]) {
-    for (wg, o) in group_runs(w, x, out) {
-        tile_q4k_q8k_gemv(wg, x, o);
-    }
+    each_group(w, x, out, tile_q4k_q8k_gemv)
 }
 
 /// One token against consecutive row groups of Q4_1: [`tile_q4_1_q8_1`] of each group,
 /// as [`rows_q4k_q8k_gemv`].
 /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
 pub fn rows_q4_1_q8_1(w: &[BlockQ4_1x8], x: &[BlockQ8_1], out: &mut [f32]) {
-    for (wg, o) in group_runs(w, x, out) {
-        tile_q4_1_q8_1(wg, x, o);
-    }
+    each_group(w, x, out, tile_q4_1_q8_1)
 }
 
 /// One token against consecutive row groups of Q8_0: [`tile_q8_0_q8_0`] of each group,
 /// as [`rows_q4k_q8k_gemv`].
 /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
 pub fn rows_q8_0_q8_0(w: &[BlockQ8_0x8], x: &[BlockQ8_0], out: &mut [f32]) {
-    for (wg, o) in group_runs(w, x, out) {
-        tile_q8_0_q8_0(wg, x, o);
-    }
+    each_group(w, x, out, tile_q8_0_q8_0)
 }
 
 /// One token against consecutive row groups of Q6_K: [`tile_q6k_q8k`] of each group,
 /// as [`rows_q4k_q8k_gemv`].
 /// shapes: w: (groups * nb,); x: (nb,); out: (groups * 8,)
 pub fn rows_q6k_q8k(w: &[BlockQ6Kx8], x: &[BlockQ8K], out: &mut [f32]) {
+    each_group(w, x, out, tile_q6k_q8k)
+}
+
+/// `tile` on each row group of `w` (`x.len()` blocks each), one token, into the group's
+/// eight outputs.
+fn each_group<W, X>(w: &[W], x: &[X], out: &mut [f32], tile: fn(&[W], &[X], &mut [f32])) {
     for (wg, o) in group_runs(w, x, out) {
-        tile_q6k_q8k(wg, x, o);
+        tile(wg, x, o);
     }
 }
 
