@@ -320,7 +320,7 @@ impl PackedMatrix {
         true
     }
 
-    /// Row groups `g..g + n` against the one token `t` of `x`, into `out (n, 8)`, Q4_K
+    /// Row groups `g..g + n` against `x`, a single token, into `out (n, 8)`, Q4_K
     /// in `order`, in one call ([`crate::dispatch::Tiles::q4k_gemv_rows`] and its
     /// siblings), where the format has such a kernel (all but Q4_K in the gemm order,
     /// which AVX-512 runs two groups at a time); returns whether it ran.
@@ -329,26 +329,25 @@ impl PackedMatrix {
         k: &Kernels,
         (g, n): (usize, usize),
         x: Quantized<'_>,
-        t: usize,
         out: &mut [f32],
         order: Q4kOrder,
     ) -> bool {
         let (groups, tiles) = (self.groups(), &k.tiles);
         match (&self.blocks, x) {
             (Packed::Q4_1(w), Quantized::Q8_1(x, _)) => {
-                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                let (w, x) = parts(w, groups, (g, n), x, (0, 1));
                 tiles.q4_1_rows.call(w, x, out);
             }
             (Packed::Q8_0(w), Quantized::Q8_0(x, _)) => {
-                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                let (w, x) = parts(w, groups, (g, n), x, (0, 1));
                 tiles.q8_0_rows.call(w, x, out);
             }
             (Packed::Q4K(w), Quantized::Q8K(x, _)) if order == Q4kOrder::Gemv => {
-                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                let (w, x) = parts(w, groups, (g, n), x, (0, 1));
                 tiles.q4k_gemv_rows.call(w, x, out);
             }
             (Packed::Q6K(w), Quantized::Q8K(x, _)) => {
-                let (w, x) = parts(w, groups, (g, n), x, (t, t + 1));
+                let (w, x) = parts(w, groups, (g, n), x, (0, 1));
                 tiles.q6k_rows.call(w, x, out);
             }
             _ => return false,
@@ -581,7 +580,7 @@ impl Kernels {
                             let n = (n_groups - j).min(start[i] + ws[i].groups() - g);
                             let order = orders.first().copied().unwrap_or(Q4kOrder::Gemm);
                             let out = &mut chunk[j * ROWS..(j + n) * ROWS];
-                            if ws[i].tile_rows(self, (g - start[i], n), xq, 0, out, order) {
+                            if ws[i].tile_rows(self, (g - start[i], n), xq, out, order) {
                                 j += n;
                                 continue;
                             }
