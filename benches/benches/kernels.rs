@@ -84,6 +84,23 @@ fn float_ops(c: &mut Criterion) {
     }
     g.finish();
 
+    // One token's input to TinyLlama's FFN down product (5632 values), quantized before
+    // each K-quant product on the calling thread alone while the others wait.
+    let mut g = c.benchmark_group("quantize_q8k");
+    for e in quantize::quantize_q8k::ENTRIES
+        .iter()
+        .filter(|e| e.isa.is_available())
+    {
+        let n = 5632;
+        let (x, mut q) = (rng.f32s(n), vec![BlockQ8K::ZERO; n / 256]);
+        g.throughput(Throughput::Elements(n as u64));
+        // SAFETY: only entries whose ISA is available.
+        g.bench_function(id(e.name, &[n]), |b| {
+            b.iter(|| unsafe { (e.ptr)(black_box(&x), &mut q) })
+        });
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("dot_f32");
     for (e, d) in cases(dot::dot_f32::ENTRIES) {
         let n = d[0];
