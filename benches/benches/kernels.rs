@@ -11,7 +11,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use half::f16;
 use woolly_kernels::ops::{attention, dot, ffn, norm, qdot, quantize, rope};
-use woolly_kernels::quant::{self, Block, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K};
+use woolly_kernels::quant::{self, Block, BlockQ4K, BlockQ6K, BlockQ8_0, BlockQ8K};
 use woolly_kernels::registry::Entry;
 use woolly_kernels::testing::TestRng;
 use woolly_kernels::{GgmlType, Isa, Kernels};
@@ -67,39 +67,30 @@ fn float_ops(c: &mut Criterion) {
     }
     g.finish();
 
-    // A batched decode step's activations (eight rows of SmolLM2's 576), quantized
-    // before each product on the calling thread alone.
-    let mut g = c.benchmark_group("quantize_q8_1");
-    for e in quantize::quantize_q8_1::ENTRIES
-        .iter()
-        .filter(|e| e.isa.is_available())
-    {
-        let n = 8 * 576;
-        let (x, mut q) = (rng.f32s(n), vec![BlockQ8_1::ZERO; n / 32]);
-        g.throughput(Throughput::Elements(n as u64));
-        // SAFETY: only entries whose ISA is available.
-        g.bench_function(id(e.name, &[n]), |b| {
-            b.iter(|| unsafe { (e.ptr)(black_box(&x), &mut q) })
-        });
-    }
-    g.finish();
-
-    // One token's input to TinyLlama's FFN down product (5632 values), quantized before
-    // each K-quant product on the calling thread alone while the others wait.
-    let mut g = c.benchmark_group("quantize_q8k");
-    for e in quantize::quantize_q8k::ENTRIES
-        .iter()
-        .filter(|e| e.isa.is_available())
-    {
-        let n = 5632;
-        let (x, mut q) = (rng.f32s(n), vec![BlockQ8K::ZERO; n / 256]);
-        g.throughput(Throughput::Elements(n as u64));
-        // SAFETY: only entries whose ISA is available.
-        g.bench_function(id(e.name, &[n]), |b| {
-            b.iter(|| unsafe { (e.ptr)(black_box(&x), &mut q) })
-        });
-    }
-    g.finish();
+    // Activations are quantized before each product on the calling thread alone, while
+    // the others wait: a batched decode step's (eight rows of SmolLM2's 576) for the
+    // legacy formats, one token's input to TinyLlama's FFN down product for Q8_K.
+    bench_quantizer(
+        c,
+        "quantize_q8_0",
+        quantize::quantize_q8_0::ENTRIES,
+        8 * 576,
+        &mut rng,
+    );
+    bench_quantizer(
+        c,
+        "quantize_q8_1",
+        quantize::quantize_q8_1::ENTRIES,
+        8 * 576,
+        &mut rng,
+    );
+    bench_quantizer(
+        c,
+        "quantize_q8k",
+        quantize::quantize_q8k::ENTRIES,
+        5632,
+        &mut rng,
+    );
 
     let mut g = c.benchmark_group("dot_f32");
     for (e, d) in cases(dot::dot_f32::ENTRIES) {
@@ -238,6 +229,29 @@ fn float_ops(c: &mut Criterion) {
 }
 
 /// Quantized dots on one 4096-weight row (in cache): the inner loop of matvec.
+/// An activation quantizer: shapes x: (n,); out: (n / block length,).
+type QuantizeFn<B> = unsafe fn(&[f32], &mut [B]);
+
+/// One activation quantizer's variants on `n` random values.
+fn bench_quantizer<B: Block>(
+    c: &mut Criterion,
+    group: &str,
+    entries: &[Entry<QuantizeFn<B>>],
+    n: usize,
+    rng: &mut TestRng,
+) {
+    let mut g = c.benchmark_group(group);
+    for e in entries.iter().filter(|e| e.isa.is_available()) {
+        let (x, mut q) = (rng.f32s(n), vec![B::ZERO; n / B::BLOCK_LEN]);
+        g.throughput(Throughput::Elements(n as u64));
+        // SAFETY: only entries whose ISA is available.
+        g.bench_function(id(e.name, &[n]), |b| {
+            b.iter(|| unsafe { (e.ptr)(black_box(&x), &mut q) })
+        });
+    }
+    g.finish();
+}
+
 fn quantized_dots(c: &mut Criterion) {
     let mut rng = TestRng::new(2);
     let mut g = c.benchmark_group("vec_dot");

@@ -100,6 +100,7 @@ pub fn quantize_q8k<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8K]) {
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = crate::quant::quantize_activations_q8_0,
     tolerance = exact(),
+    override(avx2 = avx2_q8::quantize_q8_0, avx512 = avx2_q8::quantize_q8_0_avx512),
     test(
         x = { let n = rng.range(1, 40); let mut x = rng.f32s(n * 32); if rng.range(0, 4) == 0 { x[..32].fill(0.0) } x },
         out = vec![BlockQ8_0::ZERO; x.len() / 32],
@@ -140,7 +141,7 @@ pub fn quantize_q8_0<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_0]) {
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = crate::quant::quantize_activations_q8_1,
     tolerance = exact(),
-    override(avx2 = avx2_q8_1::quantize_q8_1, avx512 = avx2_q8_1::quantize_q8_1_avx512),
+    override(avx2 = avx2_q8::quantize_q8_1, avx512 = avx2_q8::quantize_q8_1_avx512),
     test(
         x = { let n = rng.range(1, 40); let mut x = rng.f32s(n * 32); if rng.range(0, 4) == 0 { x[..32].fill(0.0) } x },
         out = vec![BlockQ8_1::ZERO; x.len() / 32],
@@ -177,16 +178,88 @@ pub fn quantize_q8_1<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_1]) {
     }
 }
 
-/// The hand-written x86 body of [`quantize_q8_1`](fn@quantize_q8_1).
+/// The hand-written x86 bodies of [`quantize_q8_0`](fn@quantize_q8_0) and
+/// [`quantize_q8_1`](fn@quantize_q8_1) (the body of ggml's x86 `quantize_row_q8_0` and
+/// `quantize_row_q8_1`). The generic bodies round in vectors but convert the quants one at
+/// a time; the calling thread quantizes each product's input while the others wait.
 #[cfg(target_arch = "x86_64")]
-pub mod avx2_q8_1 {
+pub mod avx2_q8 {
     use std::arch::x86_64::*;
 
     use crate::isa::{Avx2Token, Avx512Token};
-    use crate::quant::{BlockQ8_1, QK};
+    use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
+
+    /// One block's scale `max|x| / 127` and quants `round(x * (127 / max|x|))` (0 for
+    /// a block of zeros), as i32 lanes in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn block_quants(xb: &[f32]) -> (f32, [__m256i; 4]) {
+        assert_eq!(xb.len(), QK, "a block is 32 values");
+        let sign = _mm256_set1_ps(-0.0);
+        // SAFETY: `xb` holds 32 f32s: four unaligned 8-lane loads in bounds.
+        let v: [__m256; 4] =
+            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * k)) });
+        let m = v.iter().fold(_mm256_setzero_ps(), |m, &a| {
+            _mm256_max_ps(m, _mm256_andnot_ps(sign, a))
+        });
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+        let m = _mm_cvtss_f32(m);
+        let id = _mm256_set1_ps(if m != 0.0 { 127.0 / m } else { 0.0 });
+        let q = std::array::from_fn(|k| {
+            let y = _mm256_mul_ps(v[k], id);
+            let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+            _mm256_cvttps_epi32(y)
+        });
+        (m / 127.0, q)
+    }
+
+    /// Stores the 32 quants of [`block_quants`] as bytes, in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn store_bytes(q: &[__m256i; 4], out: &mut [i8; QK]) {
+        // packs work per 128-bit lane: one permute puts the bytes back in order.
+        let b = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `out` is 32 bytes; storeu needs no alignment.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), b) };
+    }
+
+    /// f32 -> Q8_0, bit-identical to `quant::quantize_activations_q8_0` for finite
+    /// inputs.
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has AVX2, FMA and F16C (the token argument proves it).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn quantize_q8_0(_: Avx2Token, x: &[f32], out: &mut [BlockQ8_0]) {
+        assert_eq!(x.len(), out.len() * QK, "Q8_0: shapes");
+        for (xb, ob) in x.chunks_exact(QK).zip(out) {
+            let (d, q) = block_quants(xb);
+            store_bytes(&q, &mut ob.qs);
+            // `vcvtps2ph` rounds to nearest even, as `f16::from_f32` (an out-of-line
+            // call testing CPU features).
+            let d = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(d));
+            ob.d = half::f16::from_bits(_mm_cvtsi128_si32(d) as u16);
+        }
+    }
+
+    /// [`quantize_q8_0`] compiled with AVX-512 enabled.
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub fn quantize_q8_0_avx512(t: Avx512Token, x: &[f32], out: &mut [BlockQ8_0]) {
+        quantize_q8_0(t.avx2(), x, out)
+    }
 
     /// f32 -> Q8_1, bit-identical to `quant::quantize_activations_q8_1` for finite
-    /// inputs (the body of ggml's x86 `quantize_row_q8_1`).
+    /// inputs.
     ///
     /// # Safety
     /// Safe to call from code compiled with the same features; elsewhere the caller
@@ -194,25 +267,8 @@ pub mod avx2_q8_1 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub fn quantize_q8_1(_: Avx2Token, x: &[f32], out: &mut [BlockQ8_1]) {
         assert_eq!(x.len(), out.len() * QK, "Q8_1: shapes");
-        let sign = _mm256_set1_ps(-0.0);
         for (xb, ob) in x.chunks_exact(QK).zip(out) {
-            // SAFETY: `xb` holds 32 f32s: four unaligned 8-lane loads in bounds.
-            let v: [__m256; 4] =
-                std::array::from_fn(|k| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * k)) });
-            let m = v.iter().fold(_mm256_setzero_ps(), |m, &a| {
-                _mm256_max_ps(m, _mm256_andnot_ps(sign, a))
-            });
-            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-            let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
-            let m = _mm_cvtss_f32(m);
-            let d = m / 127.0;
-            let id = _mm256_set1_ps(if m != 0.0 { 127.0 / m } else { 0.0 });
-            let q: [__m256i; 4] = std::array::from_fn(|k| {
-                let y = _mm256_mul_ps(v[k], id);
-                let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
-                _mm256_cvttps_epi32(y)
-            });
+            let (d, q) = block_quants(xb);
             let total =
                 _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
             let s = _mm_add_epi32(
@@ -222,16 +278,8 @@ pub mod avx2_q8_1 {
             let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
             let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
             let sum = _mm_cvtsi128_si32(s);
-            // packs work per 128-bit lane: one permute puts the bytes back in order.
-            let b = _mm256_packs_epi16(
-                _mm256_packs_epi32(q[0], q[1]),
-                _mm256_packs_epi32(q[2], q[3]),
-            );
-            let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            // SAFETY: `qs` is 32 bytes; storeu needs no alignment.
-            unsafe { _mm256_storeu_si256(ob.qs.as_mut_ptr().cast(), b) };
-            // Both scales to f16 in one `vcvtps2ph` (round to nearest even, as
-            // `f16::from_f32`, which is an out-of-line call testing CPU features).
+            store_bytes(&q, &mut ob.qs);
+            // Both scales to f16 in one `vcvtps2ph` (see `quantize_q8_0`).
             let ds =
                 _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_setr_ps(d, sum as f32 * d, 0.0, 0.0));
             let ds = _mm_cvtsi128_si32(ds) as u32;
@@ -240,7 +288,7 @@ pub mod avx2_q8_1 {
         }
     }
 
-    /// The AVX2 body, compiled with AVX-512 enabled.
+    /// [`quantize_q8_1`] compiled with AVX-512 enabled.
     ///
     /// # Safety
     /// Safe to call from code compiled with the same features; elsewhere the caller
@@ -248,6 +296,42 @@ pub mod avx2_q8_1 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub fn quantize_q8_1_avx512(t: Avx512Token, x: &[f32], out: &mut [BlockQ8_1]) {
         quantize_q8_1(t.avx2(), x, out)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::quant::Block;
+
+        /// Ties (127 / max = 1, values k + 1/2), a zero block and extreme magnitudes,
+        /// which random inputs almost never reach.
+        #[test]
+        fn ties_zeros_and_extremes_match_the_references() {
+            let Some(t) = Avx2Token::try_new() else {
+                eprintln!("skipped: this CPU lacks AVX2");
+                return;
+            };
+            let mut x: Vec<f32> = (0..32).map(|i| i as f32 * 8.0 - 127.5).collect();
+            x[31] = 127.0;
+            x.extend([0.0; 32]);
+            x.extend((0..32).map(|i| if i == 5 { -3e38 } else { 1e-38 * i as f32 }));
+            let n = x.len() / QK;
+            let (mut want0, mut got0) = (vec![BlockQ8_0::ZERO; n], vec![BlockQ8_0::ZERO; n]);
+            crate::quant::quantize_activations_q8_0(&x, &mut want0);
+            // SAFETY: the token proves AVX2 (and with it FMA and F16C here).
+            unsafe { quantize_q8_0(t, &x, &mut got0) };
+            let (mut want1, mut got1) = (vec![BlockQ8_1::ZERO; n], vec![BlockQ8_1::ZERO; n]);
+            crate::quant::quantize_activations_q8_1(&x, &mut want1);
+            // SAFETY: as above.
+            unsafe { quantize_q8_1(t, &x, &mut got1) };
+            for b in 0..n {
+                assert_eq!(got0[b].qs, want0[b].qs, "Q8_0 block {b}");
+                assert_eq!(got0[b].d.to_bits(), want0[b].d.to_bits(), "Q8_0 block {b}");
+                assert_eq!(got1[b].qs, want1[b].qs, "Q8_1 block {b}");
+                assert_eq!(got1[b].d.to_bits(), want1[b].d.to_bits(), "Q8_1 block {b}");
+                assert_eq!(got1[b].s.to_bits(), want1[b].s.to_bits(), "Q8_1 block {b}");
+            }
+        }
     }
 }
 
