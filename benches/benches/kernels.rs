@@ -228,7 +228,6 @@ fn float_ops(c: &mut Criterion) {
     g.finish();
 }
 
-/// Quantized dots on one 4096-weight row (in cache): the inner loop of matvec.
 /// An activation quantizer: shapes x: (n,); out: (n / block length,).
 type QuantizeFn<B> = unsafe fn(&[f32], &mut [B]);
 
@@ -252,6 +251,7 @@ fn bench_quantizer<B: Block>(
     g.finish();
 }
 
+/// Quantized dots on one 4096-weight row (in cache): the inner loop of matvec.
 fn quantized_dots(c: &mut Criterion) {
     let mut rng = TestRng::new(2);
     let mut g = c.benchmark_group("vec_dot");

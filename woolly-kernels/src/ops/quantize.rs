@@ -75,7 +75,7 @@ fn quantize_block_q8k<V: Simd>(v: V, x: &[f32], out: &mut BlockQ8K) {
     isa(scalar, avx2, avx512, neon, neon_dotprod),
     reference = crate::quant::quantize_row_q8k,
     tolerance = exact(),
-    override(avx2 = avx2_q8k::quantize_q8k, avx512 = avx2_q8k::quantize_q8k_avx512),
+    override(avx2 = avx2_q8::quantize_q8k, avx512 = avx2_q8::quantize_q8k_avx512),
     test(
         x = { let n = rng.range(1, 9); let mut x = rng.f32s(n * 256); if rng.range(0, 4) == 0 { x[..256].fill(0.0) } x },
         out = vec![BlockQ8K::ZERO; x.len() / 256],
@@ -178,16 +178,40 @@ pub fn quantize_q8_1<V: Simd>(v: V, x: &[f32], out: &mut [BlockQ8_1]) {
     }
 }
 
-/// The hand-written x86 bodies of [`quantize_q8_0`](fn@quantize_q8_0) and
+/// The hand-written x86 bodies of [`quantize_q8_0`](fn@quantize_q8_0),
 /// [`quantize_q8_1`](fn@quantize_q8_1) (the body of ggml's x86 `quantize_row_q8_0` and
-/// `quantize_row_q8_1`). The generic bodies round in vectors but convert the quants one at
-/// a time; the calling thread quantizes each product's input while the others wait.
+/// `quantize_row_q8_1`) and [`quantize_q8k`](fn@quantize_q8k), all in vector registers.
+/// The generic bodies round in vectors but clamp, convert and sum the quants one at a
+/// time (Q8_K: about 300 ns a block on a Zen 2 core), and the calling thread quantizes
+/// each product's input while the others wait (about 1000 Q8_K blocks per TinyLlama
+/// token).
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_q8 {
     use std::arch::x86_64::*;
 
     use crate::isa::{Avx2Token, Avx512Token};
-    use crate::quant::{BlockQ8_0, BlockQ8_1, QK};
+    use crate::quant::{Block, BlockQ8_0, BlockQ8_1, BlockQ8K, QK, QK_K};
+
+    /// The largest of the eight lanes of `m`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn hmax(m: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m)))
+    }
+
+    /// 32 i32 quants as saturated bytes (clamped to [-128, 127]), in order.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn ordered_bytes(q: &[__m256i; 4]) -> __m256i {
+        // packs work per 128-bit lane: one permute puts the bytes back in order.
+        let b = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    }
 
     /// One block's scale `max|x| / 127` and quants `round(x * (127 / max|x|))` (0 for
     /// a block of zeros), as i32 lanes in order.
@@ -199,13 +223,9 @@ pub mod avx2_q8 {
         // SAFETY: `xb` holds 32 f32s: four unaligned 8-lane loads in bounds.
         let v: [__m256; 4] =
             std::array::from_fn(|k| unsafe { _mm256_loadu_ps(xb.as_ptr().add(8 * k)) });
-        let m = v.iter().fold(_mm256_setzero_ps(), |m, &a| {
+        let m = hmax(v.iter().fold(_mm256_setzero_ps(), |m, &a| {
             _mm256_max_ps(m, _mm256_andnot_ps(sign, a))
-        });
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
-        let m = _mm_cvtss_f32(m);
+        }));
         let id = _mm256_set1_ps(if m != 0.0 { 127.0 / m } else { 0.0 });
         let q = std::array::from_fn(|k| {
             let y = _mm256_mul_ps(v[k], id);
@@ -219,14 +239,8 @@ pub mod avx2_q8 {
     #[target_feature(enable = "avx2")]
     #[inline]
     fn store_bytes(q: &[__m256i; 4], out: &mut [i8; QK]) {
-        // packs work per 128-bit lane: one permute puts the bytes back in order.
-        let b = _mm256_packs_epi16(
-            _mm256_packs_epi32(q[0], q[1]),
-            _mm256_packs_epi32(q[2], q[3]),
-        );
-        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         // SAFETY: `out` is 32 bytes; storeu needs no alignment.
-        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), b) };
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), ordered_bytes(q)) };
     }
 
     /// f32 -> Q8_0, bit-identical to `quant::quantize_activations_q8_0` for finite
@@ -298,10 +312,83 @@ pub mod avx2_q8 {
         quantize_q8_1(t.avx2(), x, out)
     }
 
+    /// f32 -> Q8_K, bit-identical to `quant::quantize_row_q8k` for finite inputs.
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has AVX2 (the token argument proves it).
+    #[target_feature(enable = "avx2")]
+    pub fn quantize_q8k(_: Avx2Token, x: &[f32], out: &mut [BlockQ8K]) {
+        assert_eq!(x.len(), out.len() * QK_K, "Q8_K: shapes");
+        for (xb, ob) in x.chunks_exact(QK_K).zip(out) {
+            quantize_block_q8k(xb.try_into().expect("chunks of 256"), ob);
+        }
+    }
+
+    /// [`quantize_q8k`] compiled with AVX-512 enabled.
+    ///
+    /// # Safety
+    /// Safe to call from code compiled with the same features; elsewhere the caller
+    /// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+    pub fn quantize_q8k_avx512(t: Avx512Token, x: &[f32], out: &mut [BlockQ8K]) {
+        quantize_q8k(t.avx2(), x, out)
+    }
+
+    /// One Q8_K block (see [`quantize_q8k`]).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn quantize_block_q8k(x: &[f32; QK_K], out: &mut BlockQ8K) {
+        let load = |i: usize| {
+            // SAFETY: i + 8 <= 256: an unaligned 8-lane load in bounds.
+            unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) }
+        };
+        let sign = _mm256_set1_ps(-0.0);
+        let mut m = _mm256_setzero_ps();
+        for i in (0..QK_K).step_by(8) {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, load(i)));
+        }
+        let amax = hmax(m);
+        if amax == 0.0 {
+            *out = BlockQ8K::ZERO;
+            return;
+        }
+        // The signed value of the first element of largest magnitude, as the reference.
+        let target = _mm256_set1_ps(amax);
+        let first = (0..QK_K).step_by(8).find_map(|i| {
+            let hit = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, load(i)), target);
+            let mask = _mm256_movemask_ps(hit);
+            (mask != 0).then(|| i + mask.trailing_zeros() as usize)
+        });
+        let max = first.map_or(amax, |i| x[i]);
+        let iscale = -127.0 / max;
+        let s = _mm256_set1_ps(iscale);
+        let quant = |i: usize| {
+            let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(load(i), s),
+            );
+            _mm256_cvtps_epi32(y)
+        };
+        let bias = _mm256_set1_epi8(-128);
+        for c in 0..QK_K / 32 {
+            let q: [__m256i; 4] = std::array::from_fn(|k| quant(32 * c + 8 * k));
+            // Saturating packs clamp to [-128, 127] as the reference.
+            let b = ordered_bytes(&q);
+            // SAFETY: bytes 32c..32c + 32 of the 256-byte `qs`; storeu needs no alignment.
+            unsafe { _mm256_storeu_si256(out.qs.as_mut_ptr().add(32 * c).cast(), b) };
+            // The sums of groups 2c and 2c + 1 (16 quants each, one per 128-bit lane):
+            // the quants biased to u8 summed by `sad` in eights, less 16 * 128.
+            let t = _mm256_sad_epu8(_mm256_xor_si256(b, bias), _mm256_setzero_si256());
+            let t = _mm256_add_epi64(t, _mm256_shuffle_epi32::<0b0100_1110>(t));
+            out.bsums[2 * c] = (_mm256_extract_epi64::<0>(t) - 16 * 128) as i16;
+            out.bsums[2 * c + 1] = (_mm256_extract_epi64::<2>(t) - 16 * 128) as i16;
+        }
+        out.d = 1.0 / iscale;
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
-        use crate::quant::Block;
 
         /// Ties (127 / max = 1, values k + 1/2), a zero block and extreme magnitudes,
         /// which random inputs almost never reach.
@@ -332,105 +419,6 @@ pub mod avx2_q8 {
                 assert_eq!(got1[b].s.to_bits(), want1[b].s.to_bits(), "Q8_1 block {b}");
             }
         }
-    }
-}
-
-/// The Q8_K quantizer for AVX2, all in vector registers: the generic body rounds in
-/// vectors but clamps, converts and sums the quants one at a time, about 300 ns a block
-/// on a Zen 2 core, and the calling thread quantizes each product's input alone while the
-/// others wait (about 1000 blocks per TinyLlama token).
-#[cfg(target_arch = "x86_64")]
-pub mod avx2_q8k {
-    use std::arch::x86_64::*;
-
-    use crate::isa::{Avx2Token, Avx512Token};
-    use crate::quant::{Block, BlockQ8K, QK_K};
-
-    /// f32 -> Q8_K, bit-identical to `quant::quantize_row_q8k` for finite inputs.
-    ///
-    /// # Safety
-    /// Safe to call from code compiled with the same features; elsewhere the caller
-    /// must know the CPU has AVX2 (the token argument proves it).
-    #[target_feature(enable = "avx2")]
-    pub fn quantize_q8k(_: Avx2Token, x: &[f32], out: &mut [BlockQ8K]) {
-        assert_eq!(x.len(), out.len() * QK_K, "Q8_K: shapes");
-        for (xb, ob) in x.chunks_exact(QK_K).zip(out) {
-            quantize_block(xb.try_into().expect("chunks of 256"), ob);
-        }
-    }
-
-    /// The AVX2 body, compiled with AVX-512 enabled.
-    ///
-    /// # Safety
-    /// Safe to call from code compiled with the same features; elsewhere the caller
-    /// must know the CPU has AVX-512 F/BW/VL/VNNI (the token argument proves it).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-    pub fn quantize_q8k_avx512(t: Avx512Token, x: &[f32], out: &mut [BlockQ8K]) {
-        quantize_q8k(t.avx2(), x, out)
-    }
-
-    /// One block (see [`quantize_q8k`]).
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn quantize_block(x: &[f32; QK_K], out: &mut BlockQ8K) {
-        let load = |i: usize| {
-            // SAFETY: i + 8 <= 256: an unaligned 8-lane load in bounds.
-            unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) }
-        };
-        let sign = _mm256_set1_ps(-0.0);
-        let mut m = _mm256_setzero_ps();
-        for i in (0..QK_K).step_by(8) {
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, load(i)));
-        }
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m)));
-        if amax == 0.0 {
-            *out = BlockQ8K::ZERO;
-            return;
-        }
-        // The signed value of the first element of largest magnitude, as the reference.
-        let target = _mm256_set1_ps(amax);
-        let first = (0..QK_K).step_by(8).find_map(|i| {
-            let hit = _mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, load(i)), target);
-            let mask = _mm256_movemask_ps(hit);
-            (mask != 0).then(|| i + mask.trailing_zeros() as usize)
-        });
-        let max = first.map_or(amax, |i| x[i]);
-        let iscale = -127.0 / max;
-        let s = _mm256_set1_ps(iscale);
-        let quant = |i: usize| {
-            let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(load(i), s),
-            );
-            _mm256_cvtps_epi32(y)
-        };
-        let bias = _mm256_set1_epi8(-128);
-        for c in 0..QK_K / 32 {
-            let q: [__m256i; 4] = std::array::from_fn(|k| quant(32 * c + 8 * k));
-            // Saturating packs clamp to [-128, 127] as the reference; they work per
-            // 128-bit lane, and one permute puts the bytes back in order.
-            let b = _mm256_packs_epi16(
-                _mm256_packs_epi32(q[0], q[1]),
-                _mm256_packs_epi32(q[2], q[3]),
-            );
-            let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            // SAFETY: bytes 32c..32c + 32 of the 256-byte `qs`; storeu needs no alignment.
-            unsafe { _mm256_storeu_si256(out.qs.as_mut_ptr().add(32 * c).cast(), b) };
-            // The sums of groups 2c and 2c + 1 (16 quants each, one per 128-bit lane):
-            // the quants biased to u8 summed by `sad` in eights, less 16 * 128.
-            let t = _mm256_sad_epu8(_mm256_xor_si256(b, bias), _mm256_setzero_si256());
-            let t = _mm256_add_epi64(t, _mm256_shuffle_epi32::<0b0100_1110>(t));
-            out.bsums[2 * c] = (_mm256_extract_epi64::<0>(t) - 16 * 128) as i16;
-            out.bsums[2 * c + 1] = (_mm256_extract_epi64::<2>(t) - 16 * 128) as i16;
-        }
-        out.d = 1.0 / iscale;
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use crate::isa::Avx2Token;
 
         /// Ties, saturation and the reference's choice of the first element of largest
         /// magnitude, which random inputs almost never reach.
